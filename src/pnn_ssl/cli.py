@@ -1,0 +1,118 @@
+"""Command-line interface: `pnn-ssl train | probe | presets | config`.
+
+Each subcommand parses its arguments, builds a config and calls one library function.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import sys
+from pathlib import Path
+
+from pnn_ssl import config as config_module
+from pnn_ssl import runs
+
+log = functools.partial(print, flush=True)
+
+
+def _add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--preset",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="preset name or YAML file; repeat to layer a budget over an experiment (e.g. --preset supervised --preset smoke)",
+    )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        dest="overrides",
+        metavar="KEY=VALUE",
+        help="override one config field, e.g. --set train.epochs=20 --set probe.layers=[1,2,3,4]",
+    )
+
+
+def _resolve(args: argparse.Namespace) -> config_module.ExperimentConfig:
+    return config_module.resolve(args.preset or ["paper"], args.overrides)
+
+
+def command_train(args: argparse.Namespace) -> int:
+    from pnn_ssl.training.end_to_end import train
+
+    if args.resume:
+        folder = Path(args.resume)
+        config = runs.read_config(folder)
+        if args.preset or args.overrides:
+            raise config_module.ConfigError("--resume continues a run with its saved config; drop --preset and --set")
+    else:
+        config = _resolve(args)
+        folder = runs.claim_run_folder(args.run_dir) if args.run_dir else runs.create_run_folder(args.runs_dir, config.name)
+    results = train(config, folder, resume=bool(args.resume), log=log)
+    log(f"done   {folder}  status {results['status']}, {results.get('train_seconds', 0):.0f} s of training")
+    return 0
+
+
+def command_probe(args: argparse.Namespace) -> int:
+    from pnn_ssl.training.reprobe import reprobe
+
+    reprobe(Path(args.run), args.checkpoint, args.overrides, log=log)
+    return 0
+
+
+def command_presets(args: argparse.Namespace) -> int:
+    for name in config_module.preset_names():
+        values = config_module.read_preset(name)
+        log(f"{name}\n    {values.get('description', '').strip()}")
+    return 0
+
+
+def command_config(args: argparse.Namespace) -> int:
+    log(config_module.dump(_resolve(args)), end="")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pnn-ssl", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    train = commands.add_parser("train", help="train a model and probe it; writes a new run folder")
+    _add_config_arguments(train)
+    train.add_argument("--runs-dir", default="runs", help="folder under which a new run folder is created (default: runs)")
+    train.add_argument("--run-dir", help="exact run folder to create; it must not exist or be empty")
+    train.add_argument("--resume", metavar="RUN", help="continue an interrupted run from its last checkpoint")
+    train.set_defaults(handler=command_train)
+
+    probe = commands.add_parser("probe", help="probe a trained run again, e.g. on other layers")
+    probe.add_argument("run", help="run folder")
+    probe.add_argument("--checkpoint", default="last.pt", help="file in RUN/checkpoints (default: last.pt)")
+    probe.add_argument("--set", action="append", default=[], dest="overrides", metavar="probe.KEY=VALUE", help="override a probe.* field, e.g. --set probe.layers=[1,2,3,4]")
+    probe.set_defaults(handler=command_probe)
+
+    presets = commands.add_parser("presets", help="list the shipped presets with their expected results and run times")
+    presets.set_defaults(handler=command_presets)
+
+    show = commands.add_parser("config", help="print the resolved config of presets and overrides")
+    _add_config_arguments(show)
+    show.set_defaults(handler=command_config)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from pnn_ssl.data.sources import DataError
+    from pnn_ssl.training.end_to_end import TrainingStopped
+
+    try:
+        return args.handler(args)
+    except (config_module.ConfigError, runs.RunFolderError, DataError, TrainingStopped) as error:
+        print(f"pnn-ssl: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("pnn-ssl: interrupted; continue with `pnn-ssl train --resume RUN`", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

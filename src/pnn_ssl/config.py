@@ -1,0 +1,459 @@
+"""Experiment configuration: frozen dataclasses, YAML presets and `key=value` overrides.
+
+Defaults carry the values stated in the paper's text (Laydevant et al., "The Benefits of
+Self-Supervised Learning for Training Physical Neural Networks", appendix B) for the end-to-end
+VICReg MLP on MNIST. Presets in ``pnn_ssl/presets/*.yaml`` change them: ``paper``,
+``reference-code`` (what the authors' notebooks ran), the supervised baselines, and the budget
+overlays ``smoke``, ``quick`` and ``full``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import re
+import types
+import typing
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """An invalid preset, key or value in an experiment configuration."""
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Which dataset to load and from where."""
+
+    dataset: str = "mnist"  # mnist | fashion-mnist | cifar10
+    data_dir: str | None = None  # folder with the standard files; tried before any other source
+    download: bool = True  # fall back to the standard download URLs when no offline copy exists
+    normalize: bool = False  # per-channel mean/std; the paper's MNIST inputs stay in [0, 1]
+    train_limit: int = 0  # use only the first N training images (0: all); for small budgets
+    test_limit: int = 0  # use only the first N test images (0: all)
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Random augmentation applied independently to every image of a batch.
+
+    Each field follows the torchvision transform of the same name; the defaults are the identity.
+    """
+
+    rotation_deg: float = 0.0  # RandomRotation: angle uniform in [-r, r] degrees, fill 0
+    crop_padding: int = 0  # RandomCrop with padding p: integer shift uniform in [-p, p] per axis
+    crop_padding_mode: str = "zeros"  # zeros | edge
+    scale: tuple[float, float] = (1.0, 1.0)  # RandomAffine isotropic scale range
+    hflip_p: float = 0.0  # RandomHorizontalFlip probability
+    brightness: float = 0.0  # ColorJitter factors; hue in [0, 0.5]
+    contrast: float = 0.0
+    saturation: float = 0.0
+    hue: float = 0.0
+    grayscale_p: float = 0.0  # RandomGrayscale probability (3 output channels)
+    solarize_p: float = 0.0  # RandomSolarize probability
+    solarize_threshold: float = 0.0  # on the [0, 1] scale; 0 inverts every pixel
+    interpolation: str = "nearest"  # nearest (torchvision's default) | bilinear
+
+
+# The paper's MNIST SSL pipeline (appendix B.2). Hue has no effect on one-channel images.
+MNIST_SSL_PAPER = AugmentConfig(
+    rotation_deg=15.0, crop_padding=2, scale=(0.9, 1.1), contrast=0.5, hue=0.5
+)
+
+NAMED_AUGMENTATIONS: dict[str, AugmentConfig] = {
+    "none": AugmentConfig(),
+    # Appendix B.1: supervised MLP with augmentation.
+    "mnist-supervised": AugmentConfig(rotation_deg=5.0, crop_padding=2, scale=(0.9, 1.1)),
+    "mnist-ssl": MNIST_SSL_PAPER,
+    # The authors' notebooks used a wider scale range than the text states.
+    "mnist-ssl-reference-code": dataclasses.replace(MNIST_SSL_PAPER, scale=(0.7, 1.3)),
+    # Appendix C.3: layer-wise CIFAR-10 CNN.
+    "cifar10-ssl": AugmentConfig(
+        crop_padding=2,
+        crop_padding_mode="edge",
+        hflip_p=0.5,
+        scale=(1.0, 1.3),
+        brightness=0.4,
+        contrast=0.4,
+        saturation=0.2,
+        hue=0.5,
+        grayscale_p=0.2,
+        solarize_p=0.1,
+        solarize_threshold=0.0,
+    ),
+}
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """MLP backbone, projector and supervised head."""
+
+    widths: tuple[int, ...] = (1000, 1000, 1000, 1000)  # hidden layers, ReLU after each
+    bias: bool = True  # the paper's text is silent; the authors' code is bias-free
+    projector_widths: tuple[int, ...] = (256, 256, 256)  # ReLU between layers, none after the last
+    projector_bias: bool = True
+    projector_batchnorm: bool = False  # BatchNorm1d before each hidden ReLU (standard VICReg; not the paper)
+    head_bias: bool = True  # supervised head; the authors' code is bias-free
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    """Training objective and its coefficients."""
+
+    objective: str = "vicreg"  # vicreg | barlow-twins | cross-entropy (supervised)
+    sim_coeff: float = 25.0  # VICReg coefficients (appendix B.2: 25 / 25 / 1)
+    std_coeff: float = 25.0
+    cov_coeff: float = 1.0
+    bt_lambda: float = 5.1e-3  # Barlow Twins off-diagonal weight (standard); the authors used 5e-3
+    bt_off_diagonal_power: int = 2  # 2 is standard; the authors' variant uses 4
+    bt_std: str = "biased"  # biased (BatchNorm, eps 1e-5 inside the root) | unbiased (std + 1e-6)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimiser, budget and the speed switches of the training loop."""
+
+    epochs: int = 1000  # appendix B.2; supervised: 50 without, 100 with augmentation
+    batch_size: int = 256
+    lr: float = 1e-4  # Adam with default betas
+    weight_decay: float = 0.0  # the authors' end-to-end SSL code used 1e-6
+    drop_last: bool = False
+    precision: str = "bf16"  # bf16 (autocast, fp32 master weights) | fp32
+    compile: bool = False  # torch.compile the model; the first epoch pays the compile time
+    fused_adam: bool = True
+    threads: int = 0  # torch intra-op threads (0: leave torch's default)
+    device: str = "auto"  # auto (cuda when available) | cpu | cuda | cuda:N
+    checkpoint_every: int = 10  # epochs between rewrites of checkpoints/last.pt
+    keep_every: int = 0  # also keep checkpoints/epoch-NNNN.pt every N epochs (0: never)
+    probe_every: int = 0  # run the linear probe during training every N epochs (0: only at the end)
+    collapse_std: float = 1e-4  # stop when the mean per-feature std of the embedding falls below this
+
+
+@dataclass(frozen=True)
+class ProbeConfig:
+    """Linear probes on the frozen backbone's representations."""
+
+    layers: tuple[int, ...] = (-1,)  # 1-based hidden layers; -1 is the last one
+    epochs: int = 20  # the authors' probe: Adam 1e-3, batch 64, 20 epochs
+    batch_size: int = 64
+    lr: float = 1e-3
+    repeats: int = 3  # the paper reports mean ± std over 3 probes
+    converged: str = "lbfgs"  # second, converged probe: lbfgs | ridge | none
+    lbfgs_max_iter: int = 300
+    l2: float = 1e-4  # L2 penalty of the L-BFGS probe on standardised features
+    ridge_alpha: float = 1.0  # ridge penalty on standardised features
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    """One training run: the sections above plus a name and a seed."""
+
+    name: str = "vicreg-mlp"
+    description: str = ""
+    seed: int = 0
+    data: DataConfig = field(default_factory=DataConfig)
+    augment: AugmentConfig = field(default_factory=lambda: MNIST_SSL_PAPER)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    probe: ProbeConfig = field(default_factory=ProbeConfig)
+
+    def __post_init__(self) -> None:
+        validate(self)
+
+
+_CHOICES: dict[str, tuple[str, ...]] = {
+    "data.dataset": ("mnist", "fashion-mnist", "cifar10"),
+    "augment.crop_padding_mode": ("zeros", "edge"),
+    "augment.interpolation": ("nearest", "bilinear"),
+    "loss.objective": ("vicreg", "barlow-twins", "cross-entropy"),
+    "loss.bt_std": ("biased", "unbiased"),
+    "train.precision": ("bf16", "fp32"),
+    "probe.converged": ("lbfgs", "ridge", "none"),
+}
+
+_POSITIVE = (
+    "train.epochs",
+    "train.batch_size",
+    "train.lr",
+    "probe.epochs",
+    "probe.batch_size",
+    "probe.lr",
+    "probe.repeats",
+    "probe.lbfgs_max_iter",
+)
+
+_NON_NEGATIVE = (
+    "data.train_limit",
+    "data.test_limit",
+    "augment.rotation_deg",
+    "augment.crop_padding",
+    "augment.brightness",
+    "augment.contrast",
+    "augment.saturation",
+    "train.weight_decay",
+    "train.threads",
+    "train.checkpoint_every",
+    "train.keep_every",
+    "train.probe_every",
+    "train.collapse_std",
+    "probe.l2",
+    "probe.ridge_alpha",
+    "loss.sim_coeff",
+    "loss.std_coeff",
+    "loss.cov_coeff",
+    "loss.bt_lambda",
+)
+
+_PROBABILITIES = ("augment.hflip_p", "augment.grayscale_p", "augment.solarize_p")
+
+
+def _get(config: ExperimentConfig, key: str) -> Any:
+    section, name = key.split(".")
+    return getattr(getattr(config, section), name)
+
+
+def validate(config: ExperimentConfig) -> None:
+    """Raise ConfigError naming the first value that is out of its allowed range."""
+    for key, choices in _CHOICES.items():
+        if _get(config, key) not in choices:
+            raise ConfigError(f"invalid {key}={_get(config, key)!r}; expected one of {', '.join(choices)}")
+    for key in _POSITIVE:
+        if not _get(config, key) > 0:
+            raise ConfigError(f"invalid {key}={_get(config, key)!r}; it must be greater than 0")
+    for key in _NON_NEGATIVE:
+        if not _get(config, key) >= 0:
+            raise ConfigError(f"invalid {key}={_get(config, key)!r}; it must be 0 or greater")
+    for key in _PROBABILITIES:
+        if not 0.0 <= _get(config, key) <= 1.0:
+            raise ConfigError(f"invalid {key}={_get(config, key)!r}; a probability must lie in [0, 1]")
+
+    low, high = config.augment.scale
+    if not 0 < low <= high:
+        raise ConfigError(f"invalid augment.scale={config.augment.scale!r}; expected 0 < min <= max")
+    if not 0 <= config.augment.hue <= 0.5:
+        raise ConfigError(f"invalid augment.hue={config.augment.hue!r}; it must lie in [0, 0.5]")
+    if not config.model.widths or min(config.model.widths) <= 0:
+        raise ConfigError(f"invalid model.widths={config.model.widths!r}; expected positive layer widths")
+    if not config.model.projector_widths or min(config.model.projector_widths) <= 0:
+        raise ConfigError(
+            f"invalid model.projector_widths={config.model.projector_widths!r}; expected positive widths"
+        )
+    if config.loss.bt_off_diagonal_power not in (2, 4):
+        raise ConfigError(f"invalid loss.bt_off_diagonal_power={config.loss.bt_off_diagonal_power!r}; expected 2 or 4")
+    depth = len(config.model.widths)
+    for layer in config.probe.layers:
+        if layer == 0 or not -depth <= layer <= depth:
+            raise ConfigError(
+                f"invalid probe.layers entry {layer}; hidden layers are numbered 1..{depth} (or -1 for the last)"
+            )
+
+
+# ---------------------------------------------------------------------------------------------
+# Conversion between dataclasses and plain dictionaries, with strict type checks.
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    """Convert a config dataclass to nested dictionaries of YAML-friendly values."""
+    result: dict[str, Any] = {}
+    for item in dataclasses.fields(config):
+        value = getattr(config, item.name)
+        if dataclasses.is_dataclass(value):
+            value = to_dict(value)
+        elif isinstance(value, tuple):
+            value = list(value)
+        result[item.name] = value
+    return result
+
+
+def _type_name(annotation: Any) -> str:
+    return getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
+
+
+def _coerce(key: str, value: Any, annotation: Any) -> Any:
+    """Check `value` against the field's annotation and convert lists to tuples and ints to floats."""
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        for option in typing.get_args(annotation):
+            if option is type(None):
+                if value is None:
+                    return None
+                continue
+            try:
+                return _coerce(key, value, option)
+            except ConfigError:
+                continue
+        raise ConfigError(f"invalid type for {key}: got {value!r}, expected {_type_name(annotation)}")
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"invalid type for {key}: got {value!r}, expected a list")
+        args = typing.get_args(annotation)
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_coerce(key, item, args[0]) for item in value)
+        if len(value) != len(args):
+            raise ConfigError(f"invalid value for {key}: got {value!r}, expected a list of {len(args)} items")
+        return tuple(_coerce(key, item, arg) for item, arg in zip(value, args))
+    if annotation is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"invalid type for {key}: got {value!r}, expected a number")
+        return float(value)
+    if annotation is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"invalid type for {key}: got {value!r}, expected an integer")
+        return value
+    if annotation is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"invalid type for {key}: got {value!r}, expected true or false")
+        return value
+    if annotation is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"invalid type for {key}: got {value!r}, expected a string")
+        return value
+    raise ConfigError(f"unsupported field type for {key}: {annotation!r}")
+
+
+def _unknown_key_error(key: str, valid: list[str]) -> ConfigError:
+    close = difflib.get_close_matches(key.split(".")[-1], valid, n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    return ConfigError(f"unknown config key {key!r}{hint} Valid keys here: {', '.join(valid)}")
+
+
+def _build(cls: type, values: dict[str, Any], base: Any, prefix: str) -> Any:
+    """Return a copy of `base` (an instance of `cls`) with `values` applied, checking every key."""
+    hints = typing.get_type_hints(cls)
+    names = [item.name for item in dataclasses.fields(cls)]
+    changes: dict[str, Any] = {}
+    for name, value in values.items():
+        key = f"{prefix}{name}"
+        if name not in hints:
+            raise _unknown_key_error(key, names)
+        annotation = hints[name]
+        if dataclasses.is_dataclass(annotation):
+            current = getattr(base, name)
+            if isinstance(value, str) and annotation is AugmentConfig:
+                if value not in NAMED_AUGMENTATIONS:
+                    raise ConfigError(
+                        f"unknown augmentation pipeline {value!r}; expected one of {', '.join(NAMED_AUGMENTATIONS)}"
+                    )
+                changes[name] = NAMED_AUGMENTATIONS[value]
+                continue
+            if not isinstance(value, dict):
+                raise ConfigError(f"invalid type for {key}: got {value!r}, expected a mapping of its fields")
+            changes[name] = _build(annotation, value, current, f"{key}.")
+        else:
+            changes[name] = _coerce(key, value, annotation)
+    return dataclasses.replace(base, **changes)
+
+
+def from_dict(values: dict[str, Any], base: ExperimentConfig | None = None) -> ExperimentConfig:
+    """Build a config from nested dictionaries, rejecting unknown keys and wrong types by name."""
+    return _build(ExperimentConfig, values, base or ExperimentConfig(), "")
+
+
+# ---------------------------------------------------------------------------------------------
+# Presets and overrides.
+
+
+def preset_names() -> list[str]:
+    """Return the names of the presets shipped with the package."""
+    folder = resources.files("pnn_ssl") / "presets"
+    return sorted(entry.name[: -len(".yaml")] for entry in folder.iterdir() if entry.name.endswith(".yaml"))
+
+
+def read_preset(name: str) -> dict[str, Any]:
+    """Read one preset file as a dictionary, following its `base:` chain."""
+    path = Path(name)
+    if path.suffix in (".yaml", ".yml") and path.exists():
+        text = path.read_text()
+    else:
+        entry = resources.files("pnn_ssl") / "presets" / f"{name}.yaml"
+        if not entry.is_file():
+            raise ConfigError(f"unknown preset {name!r}; available presets: {', '.join(preset_names())}")
+        text = entry.read_text()
+    values = yaml.safe_load(text) or {}
+    if not isinstance(values, dict):
+        raise ConfigError(f"preset {name!r} must be a YAML mapping, got {type(values).__name__}")
+    base = values.pop("base", None)
+    if base is None:
+        return values
+    return merge(read_preset(base), values)
+
+
+def merge(low: dict[str, Any], high: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(low)
+    for key, value in high.items():
+        if key == "augment" and isinstance(merged.get(key), str) and isinstance(value, dict):
+            # Field overrides on top of a named pipeline start from that pipeline's values.
+            if merged[key] not in NAMED_AUGMENTATIONS:
+                raise ConfigError(
+                    f"unknown augmentation pipeline {merged[key]!r}; expected one of {', '.join(NAMED_AUGMENTATIONS)}"
+                )
+            merged[key] = to_dict(NAMED_AUGMENTATIONS[merged[key]])
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+_EXPONENT_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+")
+
+
+def parse_override(text: str) -> dict[str, Any]:
+    """Turn `section.key=value` into a nested dictionary; the value is parsed as YAML."""
+    if "=" not in text:
+        raise ConfigError(f"invalid override {text!r}; expected key=value, for example train.epochs=10")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if not key:
+        raise ConfigError(f"invalid override {text!r}; the key is empty")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as error:
+        raise ConfigError(f"invalid value in override {text!r}: {error}") from error
+    if isinstance(value, str) and _EXPONENT_NUMBER.fullmatch(value.strip()):
+        value = float(value)  # YAML 1.1 reads 5e-4 (no dot) as a string
+    nested: dict[str, Any] = {}
+    cursor = nested
+    parts = key.split(".")
+    for part in parts[:-1]:
+        cursor = cursor.setdefault(part, {})
+    cursor[parts[-1]] = value
+    return nested
+
+
+def resolve(presets: list[str], overrides: list[str] | None = None) -> ExperimentConfig:
+    """Apply presets in order, then `key=value` overrides, onto the defaults."""
+    values: dict[str, Any] = {}
+    descriptions: list[str] = []
+    run_name = ""
+    if presets and "name" not in read_preset(presets[0]):
+        presets = ["paper", *presets]  # a budget overlay alone applies to the paper's experiment
+    for name in presets:
+        preset = read_preset(name)
+        descriptions.append(preset.pop("description", ""))
+        # A preset without a name (a budget overlay) adds its own name as a suffix.
+        run_name = preset.pop("name", None) or (f"{run_name}-{Path(name).stem}" if run_name else Path(name).stem)
+        values = merge(values, preset)
+    if presets:
+        values.setdefault("name", run_name)
+        values.setdefault("description", " ".join(part for part in descriptions if part))
+    for text in overrides or []:
+        values = merge(values, parse_override(text))
+    return from_dict(values)
+
+
+def load(path: str | Path) -> ExperimentConfig:
+    """Load a resolved config written to a run folder."""
+    values = yaml.safe_load(Path(path).read_text()) or {}
+    return from_dict(values)
+
+
+def dump(config: ExperimentConfig) -> str:
+    """Return the config as YAML text that `load` reads back to an equal config."""
+    return yaml.safe_dump(to_dict(config), sort_keys=False)

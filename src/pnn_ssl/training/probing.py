@@ -1,0 +1,88 @@
+"""Probe a backbone's layers and record the results in its run folder."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Callable
+
+from pnn_ssl import runs
+from pnn_ssl.config import ExperimentConfig
+from pnn_ssl.evaluation.features import backbone_features
+from pnn_ssl.evaluation.probes import ProbeResult, run_probes
+from pnn_ssl.models import MLPBackbone
+from pnn_ssl.training.runtime import Runtime
+
+
+def resolve_layers(layers: tuple[int, ...], depth: int) -> tuple[int, ...]:
+    """Turn 1-based layer numbers, where -1 means the last layer, into sorted unique layer numbers."""
+    return tuple(sorted({depth + 1 + layer if layer < 0 else layer for layer in layers}))
+
+
+def probe_backbone(
+    backbone: MLPBackbone,
+    dataset,
+    config: ExperimentConfig,
+    runtime: Runtime,
+    prepare: Callable,
+    *,
+    checkpoint_epoch: int,
+    folder: Path,
+    log: Callable[[str], None] = print,
+) -> dict:
+    """Cache the representations of the configured layers, run every probe, write probes.csv and results.json."""
+    probe = config.probe
+    layers = resolve_layers(probe.layers, backbone.depth)
+    started = time.perf_counter()
+    features = backbone_features(backbone, dataset, layers, prepare=prepare, autocast=runtime.autocast)
+    feature_seconds = time.perf_counter() - started
+
+    results = run_probes(
+        features,
+        repeats=probe.repeats,
+        epochs=probe.epochs,
+        batch_size=probe.batch_size,
+        lr=probe.lr,
+        converged=probe.converged,
+        lbfgs_max_iter=probe.lbfgs_max_iter,
+        l2=probe.l2,
+        ridge_alpha=probe.ridge_alpha,
+        generator=runtime.generator(config.seed, "probe", checkpoint_epoch),
+        num_classes=len(dataset.classes),
+    )
+
+    runs.probes_csv(folder).append(_rows(results, checkpoint_epoch))
+    summary = {f"layer-{layer}": {r.probe: _summarise(r) for r in layer_results} for layer, layer_results in results.items()}
+    existing = runs.read_json(folder / "results.json").get("probes", {})
+    existing[f"epoch-{checkpoint_epoch}"] = {**existing.get(f"epoch-{checkpoint_epoch}", {}), **summary}
+    runs.update_results(folder, probes=existing)
+
+    for layer, layer_results in results.items():
+        parts = [f"{r.probe} {r.mean:.2f}" + (f" ± {r.std:.2f} (n={len(r.test_accuracy)})" if len(r.test_accuracy) > 1 else "") for r in layer_results]
+        log(f"probe  epoch {checkpoint_epoch:4d}  layer {layer}  test accuracy %: " + ", ".join(parts))
+    log(f"probe  features {feature_seconds:.1f} s, probes {sum(r.seconds for rs in results.values() for r in rs):.1f} s")
+    return summary
+
+
+def _summarise(result: ProbeResult) -> dict:
+    return {
+        "test_accuracy_mean": round(result.mean, 4),
+        "test_accuracy_std": round(result.std, 4),
+        "n": len(result.test_accuracy),
+        "test_accuracy": [round(a, 4) for a in result.test_accuracy],
+        "train_accuracy": [round(a, 4) for a in result.train_accuracy],
+        "seconds": round(result.seconds, 2),
+    }
+
+
+def _rows(results: dict[int, list[ProbeResult]], checkpoint_epoch: int):
+    for layer, layer_results in results.items():
+        for result in layer_results:
+            for repeat, (test, train) in enumerate(zip(result.test_accuracy, result.train_accuracy)):
+                common = {"checkpoint_epoch": checkpoint_epoch, "layer": layer, "probe": result.probe, "repeat": repeat}
+                final_epoch = len(result.curves[repeat]) if result.curves else ""
+                yield {**common, "probe_epoch": final_epoch, "split": "test", "metric": "accuracy", "value": test}
+                yield {**common, "probe_epoch": final_epoch, "split": "train", "metric": "accuracy", "value": train}
+                if result.curves:
+                    for probe_epoch, value in enumerate(result.curves[repeat][:-1], start=1):
+                        yield {**common, "probe_epoch": probe_epoch, "split": "test", "metric": "accuracy", "value": value}

@@ -1,0 +1,104 @@
+"""Presets, overrides and the error messages for bad keys and values."""
+
+import pytest
+
+from pnn_ssl import config as config_module
+from pnn_ssl.config import ConfigError, ExperimentConfig
+
+
+def test_defaults_carry_paper_values():
+    config = ExperimentConfig()
+    assert config.train.lr == 1e-4
+    assert config.train.batch_size == 256
+    assert config.train.epochs == 1000
+    assert (config.loss.sim_coeff, config.loss.std_coeff, config.loss.cov_coeff) == (25.0, 25.0, 1.0)
+    assert config.augment.scale == (0.9, 1.1)
+
+
+def test_every_preset_resolves():
+    for name in config_module.preset_names():
+        assert isinstance(config_module.resolve([name]), ExperimentConfig)
+
+
+def test_budget_overlay_keeps_experiment_and_suffixes_name():
+    config = config_module.resolve(["supervised", "smoke"])
+    assert config.loss.objective == "cross-entropy"
+    assert config.train.epochs == 2
+    assert config.name == "supervised-mlp-smoke"
+
+
+def test_reference_code_preset_differs_from_text():
+    config = config_module.resolve(["reference-code"])
+    assert config.model.bias is False
+    assert config.augment.scale == (0.7, 1.3)
+    assert config.train.weight_decay == 1e-6
+
+
+def test_overrides_parse_yaml_values():
+    config = config_module.resolve(["paper"], ["train.epochs=7", "probe.layers=[1, 2]", "data.data_dir=/tmp/x"])
+    assert config.train.epochs == 7
+    assert config.probe.layers == (1, 2)
+    assert config.data.data_dir == "/tmp/x"
+
+
+def test_named_augmentation_with_field_override():
+    config = config_module.resolve(["paper"], ["augment=mnist-supervised", "augment.rotation_deg=7"])
+    assert config.augment.rotation_deg == 7.0
+    assert config.augment.scale == (0.9, 1.1)
+    assert config.augment.contrast == 0.0
+
+
+def test_dump_and_load_round_trip(tmp_path):
+    config = config_module.resolve(["reference-code", "smoke"], ["seed=3"])
+    path = tmp_path / "config.yaml"
+    path.write_text(config_module.dump(config))
+    assert config_module.load(path) == config
+
+
+def test_unknown_key_is_rejected_with_suggestion():
+    with pytest.raises(ConfigError, match=r"unknown config key 'train.epoch'; did you mean 'epochs'"):
+        config_module.resolve([], ["train.epoch=3"])
+
+
+def test_unknown_section_is_rejected():
+    with pytest.raises(ConfigError, match="unknown config key 'trian'"):
+        config_module.resolve([], ["trian.epochs=3"])
+
+
+def test_wrong_type_is_rejected_by_name():
+    with pytest.raises(ConfigError, match=r"invalid type for train.epochs: got 'ten', expected an integer"):
+        config_module.resolve([], ["train.epochs=ten"])
+    with pytest.raises(ConfigError, match=r"invalid type for model.bias: got 1, expected true or false"):
+        config_module.resolve([], ["model.bias=1"])
+
+
+def test_impossible_values_are_rejected_by_name():
+    with pytest.raises(ConfigError, match=r"invalid train.lr=-0.1; it must be greater than 0"):
+        config_module.resolve([], ["train.lr=-0.1"])
+    with pytest.raises(ConfigError, match=r"invalid train.precision='fp16'; expected one of bf16, fp32"):
+        config_module.resolve([], ["train.precision=fp16"])
+    with pytest.raises(ConfigError, match=r"invalid probe.layers entry 5"):
+        config_module.resolve([], ["probe.layers=[5]"])
+    with pytest.raises(ConfigError, match=r"invalid augment.scale"):
+        config_module.resolve([], ["augment.scale=[1.2, 0.8]"])
+
+
+def test_unknown_preset_lists_available():
+    with pytest.raises(ConfigError, match=r"unknown preset 'papr'; available presets: .*paper"):
+        config_module.resolve(["papr"])
+
+
+def test_override_without_equals_is_rejected():
+    with pytest.raises(ConfigError, match="expected key=value"):
+        config_module.resolve([], ["train.epochs"])
+
+
+def test_preset_file_path_is_accepted(tmp_path):
+    path = tmp_path / "mine.yaml"
+    path.write_text("base: supervised\nname: mine\ntrain:\n  epochs: 3\n")
+    config = config_module.resolve([str(path)])
+    assert (config.name, config.train.epochs, config.loss.objective) == ("mine", 3, "cross-entropy")
+
+
+def test_exponent_without_dot_is_a_number():
+    assert config_module.resolve([], ["train.lr=5e-4"]).train.lr == 5e-4
