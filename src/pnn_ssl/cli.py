@@ -1,4 +1,4 @@
-"""Command-line interface: `pnn-ssl train | probe | presets | config`.
+"""Command-line interface: `pnn-ssl train | probe | plot | presets | config`.
 
 Each subcommand parses its arguments, builds a config and calls one library function.
 """
@@ -39,8 +39,6 @@ def _resolve(args: argparse.Namespace) -> config_module.ExperimentConfig:
 
 
 def command_train(args: argparse.Namespace) -> int:
-    from pnn_ssl.training.end_to_end import train
-
     if args.resume:
         folder = Path(args.resume)
         config = runs.read_config(folder)
@@ -49,7 +47,16 @@ def command_train(args: argparse.Namespace) -> int:
     else:
         config = _resolve(args)
         folder = runs.claim_run_folder(args.run_dir) if args.run_dir else runs.create_run_folder(args.runs_dir, config.name)
-    results = train(config, folder, resume=bool(args.resume), log=log)
+    if config_module.is_layerwise(config):
+        from pnn_ssl.training.layerwise import train
+    else:
+        from pnn_ssl.training.end_to_end import train
+    try:
+        results = train(config, folder, resume=bool(args.resume), log=log)
+    except KeyboardInterrupt:
+        runs.update_results(folder, status="interrupted")
+        print(f"pnn-ssl: interrupted; continue with: pnn-ssl train --resume {folder}", file=sys.stderr)
+        return 130
     log(f"done   {folder}  status {results['status']}, {results.get('train_seconds', 0):.0f} s of training")
     return 0
 
@@ -58,6 +65,14 @@ def command_probe(args: argparse.Namespace) -> int:
     from pnn_ssl.training.reprobe import reprobe
 
     reprobe(Path(args.run), args.checkpoint, args.overrides, log=log)
+    return 0
+
+
+def command_plot(args: argparse.Namespace) -> int:
+    from pnn_ssl.reporting.figures import plot_runs
+
+    for path in plot_runs([Path(run) for run in args.runs], Path(args.output) if args.output else None):
+        log(f"figure {path}")
     return 0
 
 
@@ -90,6 +105,15 @@ def build_parser() -> argparse.ArgumentParser:
     probe.add_argument("--set", action="append", default=[], dest="overrides", metavar="probe.KEY=VALUE", help="override a probe.* field, e.g. --set probe.layers=[1,2,3,4]")
     probe.set_defaults(handler=command_probe)
 
+    plot = commands.add_parser(
+        "plot", help="draw a run's figures from its files into RUN/figures/: error vs depth, first-layer weights"
+    )
+    plot.add_argument("runs", nargs="+", metavar="RUN", help="run folder; give several to also draw comparison figures")
+    plot.add_argument(
+        "--output", metavar="DIR", help="folder for the comparison figures of several runs (default: the first RUN's figures/)"
+    )
+    plot.set_defaults(handler=command_plot)
+
     presets = commands.add_parser("presets", help="list the shipped presets with their expected results and run times")
     presets.set_defaults(handler=command_presets)
 
@@ -110,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"pnn-ssl: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("pnn-ssl: interrupted; continue with `pnn-ssl train --resume RUN`", file=sys.stderr)
+        print("pnn-ssl: interrupted", file=sys.stderr)
         return 130
 
 

@@ -28,7 +28,7 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class DataConfig:
-    """Which dataset to load and from where."""
+    """Dataset name and the sources to load it from."""
 
     dataset: str = "mnist"  # mnist | fashion-mnist | cifar10
     data_dir: str | None = None  # folder with the standard files; tried before any other source
@@ -91,14 +91,21 @@ NAMED_AUGMENTATIONS: dict[str, AugmentConfig] = {
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """MLP backbone, projector and supervised head."""
+    """Backbone (MLP or CNN), projector, CNN adapter and supervised head."""
 
     widths: tuple[int, ...] = (1000, 1000, 1000, 1000)  # hidden layers, ReLU after each
-    bias: bool = True  # the paper's text is silent; the authors' code is bias-free
+    bias: bool = True  # the paper's text is silent; the authors' MLP code is bias-free, their convolutions have biases
     projector_widths: tuple[int, ...] = (256, 256, 256)  # ReLU between layers, none after the last
     projector_bias: bool = True
     projector_batchnorm: bool = False  # BatchNorm1d before each hidden ReLU (standard VICReg; not the paper)
     head_bias: bool = True  # supervised head; the authors' code is bias-free
+    architecture: str = "mlp"  # mlp (layers from widths) | cnn (layers from channels)
+    # CNN blocks, appendix C.2 and C.3: conv (stride 1, same padding) -> ReLU -> BatchNorm2d -> 2x2 max-pool.
+    channels: tuple[int, ...] = (64, 128)  # output channels per block; MNIST 64, 128; CIFAR-10 128, 256, 512, 1024
+    kernel_size: int = 5  # odd, padded by kernel_size // 2 so that only the pooling shrinks the image
+    batchnorm: str = "train"  # train: batch statistics in training | frozen: initial statistics (mean 0, var 1) always
+    adapter_width: int = 0  # CNN adapter: 1x1 conv to this many channels (0: projector_widths[0])
+    adapter_pool: str = "mean"  # spatial reduction after the adapter: mean (the paper) | sum (the authors' code)
 
 
 @dataclass(frozen=True)
@@ -112,13 +119,26 @@ class LossConfig:
     bt_lambda: float = 5.1e-3  # Barlow Twins off-diagonal weight (standard); the authors used 5e-3
     bt_off_diagonal_power: int = 2  # 2 is standard; the authors' variant uses 4
     bt_std: str = "biased"  # biased (BatchNorm, eps 1e-5 inside the root) | unbiased (std + 1e-6)
+    # VICReg coefficients per layer in layer-wise training. constant: sim/std/cov_coeff for every layer.
+    # sigmoid: the authors' code gives layer x = 1..L the coefficient scale / (1 + exp(-slope (x - threshold)))
+    # + bias, per term; each tuple below is (sim, std, cov). The defaults are their layer-wise MLP values:
+    # sim 10.44, 11.90, 17.30, 30.00; std 25; cov 0.119, 0.5, 0.881, 0.982.
+    coefficient_schedule: str = "constant"  # constant | sigmoid
+    sigmoid_scale: tuple[float, float, float] = (40.0, 20.0, 1.0)
+    sigmoid_slope: tuple[float, float, float] = (1.5, 0.0, 2.0)
+    sigmoid_threshold: tuple[float, float, float] = (4.0, 3.0, 2.0)
+    sigmoid_bias: tuple[float, float, float] = (10.0, 15.0, 0.0)
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     """Optimiser, budget and the speed switches of the training loop."""
 
-    epochs: int = 1000  # appendix B.2; supervised: 50 without, 100 with augmentation
+    # end-to-end: one loss on the last layer, gradients through all layers. sequential: layer 1 for
+    # `epochs` epochs, then layer 2, and so on, each with its own loss and projector, earlier layers
+    # frozen. simultaneous: every layer's own loss on every step, layer inputs detached.
+    mode: str = "end-to-end"
+    epochs: int = 1000  # appendix B.2 (per layer in sequential mode); supervised: 50 without, 100 with augmentation
     batch_size: int = 256
     lr: float = 1e-4  # Adam with default betas
     weight_decay: float = 0.0  # the authors' end-to-end SSL code used 1e-6
@@ -174,6 +194,11 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "loss.objective": ("vicreg", "barlow-twins", "cross-entropy"),
     "loss.bt_std": ("biased", "unbiased"),
     "train.precision": ("bf16", "fp32"),
+    "train.mode": ("end-to-end", "sequential", "simultaneous"),
+    "model.architecture": ("mlp", "cnn"),
+    "model.batchnorm": ("train", "frozen"),
+    "model.adapter_pool": ("mean", "sum"),
+    "loss.coefficient_schedule": ("constant", "sigmoid"),
     "probe.converged": ("lbfgs", "ridge", "none"),
 }
 
@@ -199,6 +224,7 @@ _NON_NEGATIVE = (
     "train.weight_decay",
     "train.threads",
     "train.checkpoint_every",
+    "model.adapter_width",
     "train.keep_every",
     "train.probe_every",
     "train.collapse_std",
@@ -246,12 +272,59 @@ def validate(config: ExperimentConfig) -> None:
         )
     if config.loss.bt_off_diagonal_power not in (2, 4):
         raise ConfigError(f"invalid loss.bt_off_diagonal_power={config.loss.bt_off_diagonal_power!r}; expected 2 or 4")
-    depth = len(config.model.widths)
+    _validate_layerwise(config)
+    depth = model_depth(config.model)
     for layer in config.probe.layers:
         if layer == 0 or not -depth <= layer <= depth:
             raise ConfigError(
                 f"invalid probe.layers entry {layer}; hidden layers are numbered 1..{depth} (or -1 for the last)"
             )
+
+
+# Image side of each dataset, for the check that the CNN's max-pool layers leave at least one pixel.
+_IMAGE_SIDES = {"mnist": 28, "fashion-mnist": 28, "cifar10": 32}
+
+
+def model_depth(model: ModelConfig) -> int:
+    """Return the number of physical layers: CNN blocks or MLP hidden layers."""
+    return len(model.channels) if model.architecture == "cnn" else len(model.widths)
+
+
+def is_layerwise(config: ExperimentConfig) -> bool:
+    """Return whether the staged trainer runs this config (every CNN, and MLPs not trained end to end)."""
+    return config.model.architecture == "cnn" or config.train.mode != "end-to-end"
+
+
+def _validate_layerwise(config: ExperimentConfig) -> None:
+    """Check the CNN and layer-wise fields and the combinations that the staged trainer cannot run."""
+    model = config.model
+    if not model.channels or min(model.channels) <= 0:
+        raise ConfigError(f"invalid model.channels={model.channels!r}; expected positive channel counts")
+    if model.kernel_size <= 0 or model.kernel_size % 2 == 0:
+        raise ConfigError(f"invalid model.kernel_size={model.kernel_size!r}; expected an odd number such as 5")
+    side = _IMAGE_SIDES[config.data.dataset]
+    if model.architecture == "cnn" and side >> len(model.channels) == 0:
+        raise ConfigError(
+            f"invalid model.channels={model.channels!r}: {len(model.channels)} 2x2 max-pool layers shrink the "
+            f"{side}x{side} images of {config.data.dataset} to nothing; use at most {side.bit_length() - 1} layers"
+        )
+    if not is_layerwise(config):
+        return
+    if config.loss.objective == "cross-entropy":
+        raise ConfigError(
+            f"invalid loss.objective='cross-entropy' with model.architecture={model.architecture!r} and "
+            f"train.mode={config.train.mode!r}; CNNs and layer-wise training support only vicreg and barlow-twins"
+        )
+    if config.loss.coefficient_schedule == "sigmoid" and config.loss.objective != "vicreg":
+        raise ConfigError(
+            f"invalid loss.coefficient_schedule='sigmoid' with loss.objective={config.loss.objective!r}; "
+            "the schedule sets VICReg coefficients, so use loss.objective=vicreg"
+        )
+    if config.train.compile:
+        raise ConfigError(
+            "invalid train.compile=true for a CNN or layer-wise run; torch.compile is supported only by the "
+            "end-to-end MLP trainer, so set train.compile=false"
+        )
 
 
 # ---------------------------------------------------------------------------------------------

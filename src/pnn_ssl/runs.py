@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import io
 import json
 import os
 import platform
@@ -176,7 +177,7 @@ class TidyCSV:
 
     def append(self, rows: Iterable[dict[str, Any]]) -> None:
         with self.path.open("a", newline="") as stream:
-            writer = csv.DictWriter(stream, fieldnames=self.columns)
+            writer = csv.DictWriter(stream, fieldnames=self.columns, lineterminator="\n")
             for row in rows:
                 writer.writerow({key: _format(row.get(key)) for key in self.columns})
 
@@ -186,10 +187,11 @@ class TidyCSV:
 
     def keep(self, predicate) -> None:
         """Rewrite the file atomically with only the rows for which `predicate(row)` is true."""
-        rows = [row for row in self.read() if predicate(row)]
-        lines = [",".join(self.columns)]
-        lines += [",".join(row[key] for key in self.columns) for row in rows]
-        atomic_write_text(self.path, "\n".join(lines) + "\n")
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=self.columns, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(row for row in self.read() if predicate(row))
+        atomic_write_text(self.path, buffer.getvalue())
 
 
 def _format(value: Any) -> Any:

@@ -102,3 +102,13 @@ def test_preset_file_path_is_accepted(tmp_path):
 
 def test_exponent_without_dot_is_a_number():
     assert config_module.resolve([], ["train.lr=5e-4"]).train.lr == 5e-4
+
+
+def test_missing_cuda_device_is_a_config_error():
+    from pnn_ssl.training.runtime import resolve_device
+
+    if not __import__("torch").cuda.is_available():
+        with pytest.raises(ConfigError, match=r"invalid train.device='cuda'"):
+            resolve_device("cuda")
+    with pytest.raises(ConfigError, match=r"invalid train.device='gpu0'"):
+        resolve_device("gpu0")

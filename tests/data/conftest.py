@@ -12,11 +12,6 @@ import pytest
 from pnn_ssl.data import sources
 
 
-def pytest_configure(config):
-    config.addinivalue_line(
-        "markers", "real_data: reads a full installed dataset (about 1-2 s each); runs by default"
-    )
-
 
 @pytest.fixture(scope="session")
 def real_mnist():

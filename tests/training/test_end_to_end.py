@@ -86,7 +86,7 @@ def test_supervised_run_records_head_accuracy(tmp_path, small_overrides):
 def test_nan_loss_stops_and_keeps_last_checkpoint(tmp_path, small_overrides):
     config = config_module.resolve(["supervised"], [*small_overrides, "train.lr=1e30", "train.precision=fp32"])
     folder = runs.claim_run_folder(tmp_path / "nan")
-    with pytest.raises(TrainingStopped, match=r"loss became nan in epoch 1; checkpoints/last.pt still holds epoch 0"):
+    with pytest.raises(TrainingStopped, match=r"loss became nan in epoch 1; checkpoints/last.pt contains epoch 0"):
         train(config, folder, log=_quiet)
     assert _state(folder)["epoch"] == 0
     assert json.loads((folder / "results.json").read_text())["status"] == "failed"
@@ -107,3 +107,11 @@ def test_existing_run_folder_is_never_overwritten(tmp_path):
     first = runs.create_run_folder(tmp_path, "same")
     second = runs.create_run_folder(tmp_path, "same")
     assert first != second
+
+
+@pytest.mark.slow
+def test_compiled_model_trains(tmp_path, small_overrides):
+    # torch.compile needs a C compiler and takes tens of seconds to compile, so it is opt-in.
+    config = config_module.resolve(["paper"], [*small_overrides, "train.compile=true", "train.epochs=1"])
+    results = train(config, runs.claim_run_folder(tmp_path / "compiled"), log=_quiet)
+    assert results["status"] == "completed"

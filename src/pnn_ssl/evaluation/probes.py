@@ -2,10 +2,11 @@
 
 Three probes, all on the same cached features of a frozen backbone:
 
-- `adam_probes`: the paper's protocol (a fresh Linear layer with bias, Adam lr 1e-3, batch 64,
-  a fixed number of epochs), repeated with different initialisations and shuffles. The repeats are
-  trained together as one batched model; each repeat has its own weights and mini-batches, and
-  since Adam acts element by element the repeats do not interact.
+- `adam_probes`: the protocol of Laydevant et al. (2023). A fresh Linear layer with bias is
+  trained with Adam (lr 1e-3, batch 64) for a fixed number of epochs, and this is repeated with
+  different initialisations and shuffles. The repeats are trained together as one batched model.
+  Each repeat has its own weights and mini-batches, and since Adam acts element by element the
+  repeats do not interact.
 - `lbfgs_probe`: multinomial logistic regression on standardised features, full batch, L-BFGS with
   a strong-Wolfe line search; a converged, protocol-independent number.
 - `ridge_probe`: closed-form ridge regression onto one-hot targets on standardised features.

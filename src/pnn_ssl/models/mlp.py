@@ -2,7 +2,7 @@
 
 The three parts stay separate so that every experiment reads the same quantities: the backbone maps
 an image to a representation `h` (any hidden layer can be read), the projector maps `h` to the
-embedding `z` that the SSL loss sees, and a head or a linear probe maps `h` to class logits.
+embedding `z` that the SSL loss takes, and a head or a linear probe maps `h` to class logits.
 """
 
 from __future__ import annotations

@@ -1,0 +1,1 @@
+"""Figures, tables and reports drawn from the files of run folders."""

@@ -102,7 +102,7 @@ def make_prepare(dataset: ImageDataset, normalize: bool, device: torch.device) -
 
 
 class _EpochContext:
-    """What every step of an epoch needs, bundled to keep the step functions short."""
+    """Model, optimiser, generators and running totals shared by the steps of one epoch."""
 
     def __init__(self, model, optimizer, config: ExperimentConfig, runtime: Runtime, prepare, epoch: int) -> None:
         self.model = model
@@ -163,7 +163,7 @@ def run_epoch(model, optimizer, dataset: ImageDataset, config: ExperimentConfig,
     if stop == 0:
         raise ValueError(f"train.batch_size={batch_size} is larger than the {n} training images with train.drop_last=true")
 
-    for start in _progress(range(0, stop, batch_size), epoch):
+    for start in batch_progress(range(0, stop, batch_size), epoch):
         index = order[start : start + batch_size]
         if context.objective is None:
             _supervised_step(context, dataset.train_images[index], dataset.train_labels[index])
@@ -173,7 +173,7 @@ def run_epoch(model, optimizer, dataset: ImageDataset, config: ExperimentConfig,
     return {name: float(total) / stop for name, total in context.totals.items()}
 
 
-def _progress(batches: range, epoch: int):
+def batch_progress(batches: range, epoch: int):
     """Wrap the batch loop in a tqdm bar only when stderr is a terminal."""
     import sys
 
@@ -201,14 +201,14 @@ def check_health(stats: dict[str, float], epoch: int, config: ExperimentConfig, 
     loss = stats["loss"]
     if loss != loss or loss in (float("inf"), float("-inf")):
         raise TrainingStopped(
-            f"the training loss became {loss} in epoch {epoch}; checkpoints/last.pt still holds epoch {last_saved}. "
+            f"the training loss became {loss} in epoch {epoch}; checkpoints/last.pt contains epoch {last_saved}. "
             f"Try a smaller train.lr (now {config.train.lr}) or train.precision=fp32."
         )
     std = stats.get("embedding_std")
     if std is not None and std < config.train.collapse_std:
         raise TrainingStopped(
             f"the embedding collapsed in epoch {epoch}: mean per-feature std {std:.3g} < train.collapse_std="
-            f"{config.train.collapse_std}; checkpoints/last.pt still holds epoch {last_saved}. Try a larger "
+            f"{config.train.collapse_std}; checkpoints/last.pt contains epoch {last_saved}. Try a larger "
             f"loss.std_coeff (now {config.loss.std_coeff}), a smaller train.lr, or stronger augmentation."
         )
 

@@ -37,31 +37,42 @@ def probe_backbone(
     features = backbone_features(backbone, dataset, layers, prepare=prepare, autocast=runtime.autocast)
     feature_seconds = time.perf_counter() - started
 
-    results = run_probes(
-        features,
-        repeats=probe.repeats,
-        epochs=probe.epochs,
-        batch_size=probe.batch_size,
-        lr=probe.lr,
-        converged=probe.converged,
-        lbfgs_max_iter=probe.lbfgs_max_iter,
-        l2=probe.l2,
-        ridge_alpha=probe.ridge_alpha,
-        generator=runtime.generator(config.seed, "probe", checkpoint_epoch),
-        num_classes=len(dataset.classes),
-    )
+    generator = runtime.generator(config.seed, "probe", checkpoint_epoch)
+    results = {}
+    for layer in layers:  # one layer at a time, so the console shows progress
+        results.update(
+            run_probes(
+                {layer: features[layer]},
+                repeats=probe.repeats,
+                epochs=probe.epochs,
+                batch_size=probe.batch_size,
+                lr=probe.lr,
+                converged=probe.converged,
+                lbfgs_max_iter=probe.lbfgs_max_iter,
+                l2=probe.l2,
+                ridge_alpha=probe.ridge_alpha,
+                generator=generator,
+                num_classes=len(dataset.classes),
+            )
+        )
+        log(_summary_line(checkpoint_epoch, layer, results[layer]))
 
     runs.probes_csv(folder).append(_rows(results, checkpoint_epoch))
     summary = {f"layer-{layer}": {r.probe: _summarise(r) for r in layer_results} for layer, layer_results in results.items()}
     existing = runs.read_json(folder / "results.json").get("probes", {})
     existing[f"epoch-{checkpoint_epoch}"] = {**existing.get(f"epoch-{checkpoint_epoch}", {}), **summary}
     runs.update_results(folder, probes=existing)
-
-    for layer, layer_results in results.items():
-        parts = [f"{r.probe} {r.mean:.2f}" + (f" ± {r.std:.2f} (n={len(r.test_accuracy)})" if len(r.test_accuracy) > 1 else "") for r in layer_results]
-        log(f"probe  epoch {checkpoint_epoch:4d}  layer {layer}  test accuracy %: " + ", ".join(parts))
-    log(f"probe  features {feature_seconds:.1f} s, probes {sum(r.seconds for rs in results.values() for r in rs):.1f} s")
+    probe_seconds = sum(r.seconds for layer_results in results.values() for r in layer_results)
+    log(f"probe  features {feature_seconds:.1f} s, probes {probe_seconds:.1f} s")
     return summary
+
+
+def _summary_line(checkpoint_epoch: int, layer: int, layer_results: list[ProbeResult]) -> str:
+    parts = []
+    for result in layer_results:
+        spread = f" ± {result.std:.2f} (n={len(result.test_accuracy)})" if len(result.test_accuracy) > 1 else ""
+        parts.append(f"{result.probe} {result.mean:.2f}{spread}")
+    return f"probe  epoch {checkpoint_epoch:4d}  layer {layer}  test accuracy %: " + ", ".join(parts)
 
 
 def _summarise(result: ProbeResult) -> dict:

@@ -10,10 +10,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from pnn_ssl.config import ConfigError
+
 
 @dataclass(frozen=True)
 class Runtime:
-    """Where and how tensors are computed."""
+    """Device and precision of the tensors of a run."""
 
     device: torch.device
     precision: str  # bf16 | fp32
@@ -35,18 +37,21 @@ def resolve_device(name: str) -> torch.device:
     """Turn "auto", "cpu", "cuda" or "cuda:N" into a device, with a clear error when CUDA is missing."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError as error:
+        raise ConfigError(f"invalid train.device={name!r}; expected auto, cpu, cuda or cuda:N") from error
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"train.device={name!r} but no CUDA device is available; use train.device=cpu or auto")
+        raise ConfigError(f"invalid train.device={name!r}: no CUDA device is available; use train.device=cpu or auto")
     return device
 
 
 def setup_runtime(device: str = "auto", precision: str = "bf16", threads: int = 0) -> Runtime:
     """Select the device, set the thread count and flush denormals to zero.
 
-    Flushing denormals keeps CPU epochs from slowing down as Adam's second-moment estimates and
-    small gradients drift into the denormal range (measured at about 1.4x per epoch on this project's
-    2-core machine); the results are unchanged to the printed precision.
+    Denormal arithmetic is slow on CPUs, and Adam's second-moment estimates and small gradients drift
+    into that range during training. Flushing them made epochs of the bf16 MNIST MLP about 1.4x
+    faster on a 2-core Xeon, with per-epoch losses unchanged to 4 decimals.
     """
     resolved = resolve_device(device)
     if threads > 0:

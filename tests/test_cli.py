@@ -1,0 +1,83 @@
+"""The command line end to end, on tiny MNIST-format files in a temporary folder."""
+
+import json
+
+import pytest
+
+from pnn_ssl import cli, runs
+
+
+@pytest.fixture
+def tiny_args(small_overrides):
+    return [item for override in small_overrides for item in ("--set", override)]
+
+
+def test_smoke_preset_trains_and_probes(tmp_path, tiny_args, capsys):
+    folder = tmp_path / "run"
+    code = cli.main(["train", "--preset", "smoke", *tiny_args, "--set", "train.epochs=1", "--run-dir", str(folder)])
+    assert code == 0
+    output = capsys.readouterr().out
+    assert "epoch    1/1" in output
+    assert "probe  epoch    1  layer 2  test accuracy %: adam" in output
+    results = json.loads((folder / "results.json").read_text())
+    assert results["status"] == "completed"
+    assert runs.read_config(folder).name == "vicreg-mlp-paper-smoke"
+
+
+def test_two_smoke_runs_give_identical_metrics(tmp_path, tiny_args):
+    for name in ("a", "b"):
+        assert cli.main(["train", "--preset", "smoke", *tiny_args, "--run-dir", str(tmp_path / name)]) == 0
+    for file_name in ("metrics.csv", "probes.csv"):
+        rows = [
+            [row for row in runs.TidyCSV(tmp_path / name / file_name, ()).read() if row.get("metric") != "seconds"]
+            for name in ("a", "b")
+        ]
+        assert rows[0] == rows[1], file_name
+
+
+def test_probe_command_adds_layers(tmp_path, tiny_args):
+    folder = tmp_path / "run"
+    assert cli.main(["train", "--preset", "smoke", *tiny_args, "--set", "train.epochs=1", "--run-dir", str(folder)]) == 0
+    assert cli.main(["probe", str(folder), "--set", "probe.layers=[1]", "--set", "probe.converged=ridge"]) == 0
+    probes = json.loads((folder / "results.json").read_text())["probes"]["epoch-1"]
+    assert "ridge" in probes["layer-1"]
+    assert "lbfgs" in probes["layer-2"]  # earlier results are kept
+
+
+def test_probe_command_rejects_training_overrides(tmp_path, tiny_args, capsys):
+    folder = tmp_path / "run"
+    assert cli.main(["train", "--preset", "smoke", *tiny_args, "--set", "train.epochs=1", "--run-dir", str(folder)]) == 0
+    assert cli.main(["probe", str(folder), "--set", "train.epochs=5"]) == 2
+    assert "only probe.* fields can change here" in capsys.readouterr().err
+
+
+def test_unknown_key_exits_with_named_error(tmp_path, capsys):
+    assert cli.main(["train", "--set", "train.batchsize=5", "--runs-dir", str(tmp_path)]) == 2
+    error = capsys.readouterr().err
+    assert "unknown config key 'train.batchsize'; did you mean 'batch_size'" in error
+    assert not any(tmp_path.iterdir())  # nothing was created
+
+
+def test_existing_run_dir_is_rejected(tmp_path, tiny_args, capsys):
+    folder = tmp_path / "run"
+    folder.mkdir()
+    (folder / "results.json").write_text('{"status": "completed"}')
+    assert cli.main(["train", "--preset", "smoke", *tiny_args, "--run-dir", str(folder)]) == 2
+    assert "already exists and is not empty" in capsys.readouterr().err
+    assert (folder / "results.json").read_text() == '{"status": "completed"}'
+
+
+def test_missing_data_dir_files_give_data_error(tmp_path, capsys):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    args = ["train", "--preset", "smoke", "--set", f"data.data_dir={empty}", "--set", "data.dataset=cifar10",
+            "--set", "data.download=false", "--run-dir", str(tmp_path / "run")]
+    assert cli.main(args) == 2
+    assert "cifar10" in capsys.readouterr().err.lower()
+
+
+def test_presets_command_lists_descriptions(capsys):
+    assert cli.main(["presets"]) == 0
+    output = capsys.readouterr().out
+    for name in ("paper", "reference-code", "supervised", "supervised-aug", "smoke", "quick", "full"):
+        assert f"\n{name}\n" in f"\n{output}"
