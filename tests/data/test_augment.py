@@ -266,7 +266,7 @@ def test_brightness_contrast_match_pil():
     enhance = pytest.importorskip("PIL.ImageEnhance")
     generator = torch.Generator().manual_seed(3)
     pixels = torch.randint(0, 256, (6, 7, 3), generator=generator, dtype=torch.uint8)
-    image = image_module.fromarray(pixels.numpy(), mode="RGB")
+    image = image_module.fromarray(pixels.numpy())  # uint8 (H, W, 3) is read as RGB
     images = pixels.permute(2, 0, 1)[None].float() / 255  # (1, 3, H, W)
 
     for factor in (0.4, 1.6):
@@ -402,6 +402,12 @@ def test_grayscale_probability_one():
     images = _random_images(4, 3, 8, 8)
     augmented = augment(images, config, torch.Generator().manual_seed(0))
     assert torch.equal(augmented, rgb_to_grayscale(images, num_output_channels=3))
+
+
+def test_empty_batch_passes_through():
+    images = torch.rand(0, 3, 32, 32)
+    augmented = augment(images, NAMED_AUGMENTATIONS["cifar10-ssl"], torch.Generator().manual_seed(0))
+    assert augmented.shape == (0, 3, 32, 32)
 
 
 def test_apply_params_is_deterministic():

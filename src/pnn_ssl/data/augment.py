@@ -126,6 +126,8 @@ def apply_params(images: Tensor, params: AugmentParams, config: AugmentConfig) -
     solarize threshold.
     """
     _check_images(images, params)
+    if images.shape[0] == 0:
+        return images
     if _has_geometry(params):
         images = affine(
             images,
