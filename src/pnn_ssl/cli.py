@@ -47,7 +47,7 @@ def command_train(args: argparse.Namespace) -> int:
     else:
         config = _resolve(args)
         folder = runs.claim_run_folder(args.run_dir) if args.run_dir else runs.create_run_folder(args.runs_dir, config.name)
-    if config_module.is_layerwise(config):
+    if config_module.uses_staged_trainer(config):
         from pnn_ssl.training.layerwise import train
     else:
         from pnn_ssl.training.end_to_end import train

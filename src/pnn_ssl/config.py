@@ -262,6 +262,10 @@ def validate(config: ExperimentConfig) -> None:
     low, high = config.augment.scale
     if not 0 < low <= high:
         raise ConfigError(f"invalid augment.scale={config.augment.scale!r}; expected 0 < min <= max")
+    if not 0.0 <= config.augment.solarize_threshold <= 1.0:
+        raise ConfigError(
+            f"invalid augment.solarize_threshold={config.augment.solarize_threshold!r}; it must lie in [0, 1]"
+        )
     if not 0 <= config.augment.hue <= 0.5:
         raise ConfigError(f"invalid augment.hue={config.augment.hue!r}; it must lie in [0, 0.5]")
     if not config.model.widths or min(config.model.widths) <= 0:
@@ -290,7 +294,7 @@ def model_depth(model: ModelConfig) -> int:
     return len(model.channels) if model.architecture == "cnn" else len(model.widths)
 
 
-def is_layerwise(config: ExperimentConfig) -> bool:
+def uses_staged_trainer(config: ExperimentConfig) -> bool:
     """Return whether the staged trainer runs this config (every CNN, and MLPs not trained end to end)."""
     return config.model.architecture == "cnn" or config.train.mode != "end-to-end"
 
@@ -308,7 +312,7 @@ def _validate_layerwise(config: ExperimentConfig) -> None:
             f"invalid model.channels={model.channels!r}: {len(model.channels)} 2x2 max-pool layers shrink the "
             f"{side}x{side} images of {config.data.dataset} to nothing; use at most {side.bit_length() - 1} layers"
         )
-    if not is_layerwise(config):
+    if not uses_staged_trainer(config):
         return
     if config.loss.objective == "cross-entropy":
         raise ConfigError(

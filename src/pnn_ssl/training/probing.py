@@ -10,7 +10,7 @@ from pnn_ssl import runs
 from pnn_ssl.config import ExperimentConfig
 from pnn_ssl.evaluation.features import backbone_features
 from pnn_ssl.evaluation.probes import ProbeResult, run_probes
-from pnn_ssl.models import MLPBackbone
+from pnn_ssl.models import MLPBackbone, StagedNetwork
 from pnn_ssl.training.runtime import Runtime
 
 
@@ -20,7 +20,7 @@ def resolve_layers(layers: tuple[int, ...], depth: int) -> tuple[int, ...]:
 
 
 def probe_backbone(
-    backbone: MLPBackbone,
+    backbone: MLPBackbone | StagedNetwork,
     dataset,
     config: ExperimentConfig,
     runtime: Runtime,
