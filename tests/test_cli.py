@@ -81,3 +81,36 @@ def test_presets_command_lists_descriptions(capsys):
     output = capsys.readouterr().out
     for name in ("paper", "reference-code", "supervised", "supervised-aug", "smoke", "quick", "full"):
         assert f"\n{name}\n" in f"\n{output}"
+
+
+def test_resume_of_completed_run_changes_nothing(tmp_path, tiny_args, capsys):
+    folder = tmp_path / "run"
+    assert cli.main(["train", "--preset", "smoke", *tiny_args, "--set", "train.epochs=1", "--run-dir", str(folder)]) == 0
+    before = (folder / "results.json").read_text()
+    assert cli.main(["train", "--resume", str(folder)]) == 0
+    assert "already completed (1 epochs); nothing to resume" in capsys.readouterr().out
+    assert (folder / "results.json").read_text() == before
+
+
+def test_data_dir_without_files_is_an_error(tmp_path, capsys):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    for data_dir in (empty, tmp_path / "missing"):
+        args = ["train", "--preset", "smoke", "--set", f"data.data_dir={data_dir}", "--runs-dir", str(tmp_path / "runs")]
+        assert cli.main(args) == 2
+        assert f"data.data_dir='{data_dir}'" in capsys.readouterr().err
+
+
+def test_broken_preset_files_are_named(tmp_path, capsys):
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("train: {epochs: 3\n")
+    assert cli.main(["config", "--preset", str(broken)]) == 2
+    assert "invalid YAML in preset" in capsys.readouterr().err
+    assert cli.main(["config", "--preset", str(tmp_path / "missing.yaml")]) == 2
+    assert "not found" in capsys.readouterr().err
+
+
+def test_failed_start_leaves_no_run_folder(tmp_path):
+    args = ["train", "--preset", "smoke", "--set", f"data.data_dir={tmp_path / 'missing'}", "--run-dir", str(tmp_path / "run")]
+    assert cli.main(args) == 2
+    assert not (tmp_path / "run").exists()

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import argparse
 import functools
+import shutil
+import signal
 import sys
 from pathlib import Path
 
@@ -41,7 +43,13 @@ def _resolve(args: argparse.Namespace) -> config_module.ExperimentConfig:
 def command_train(args: argparse.Namespace) -> int:
     if args.resume:
         folder = Path(args.resume)
+        if not folder.is_dir():
+            raise runs.RunFolderError(f"run folder {folder} not found")
         config = runs.read_config(folder)
+        results = runs.read_json(folder / "results.json")
+        if results.get("status") == "completed":
+            log(f"run    {folder} is already completed ({results.get('epochs_completed')} epochs); nothing to resume")
+            return 0
         if args.preset or args.overrides:
             raise config_module.ConfigError("--resume continues a run with its saved config; drop --preset and --set")
     else:
@@ -53,12 +61,22 @@ def command_train(args: argparse.Namespace) -> int:
         from pnn_ssl.training.end_to_end import train
     try:
         results = train(config, folder, resume=bool(args.resume), log=log)
+    except Exception:
+        if not args.resume:
+            _remove_if_empty(folder)  # a run that failed before writing anything leaves no folder behind
+        raise
     except KeyboardInterrupt:
         runs.update_results(folder, status="interrupted")
         print(f"pnn-ssl: interrupted; continue with: pnn-ssl train --resume {folder}", file=sys.stderr)
         return 130
     log(f"done   {folder}  status {results['status']}, {results.get('train_seconds', 0):.0f} s of training")
     return 0
+
+
+def _remove_if_empty(folder: Path) -> None:
+    """Delete a run folder that contains no files (empty sub-folders only)."""
+    if folder.is_dir() and not any(path.is_file() for path in folder.rglob("*")):
+        shutil.rmtree(folder)
 
 
 def command_probe(args: argparse.Namespace) -> int:
@@ -123,8 +141,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    signal.signal(signal.SIGTERM, _interrupt)  # a batch scheduler's time limit stops the run like Ctrl-C
     from pnn_ssl.data.sources import DataError
     from pnn_ssl.training.end_to_end import TrainingStopped
 

@@ -396,7 +396,7 @@ def _coerce(key: str, value: Any, annotation: Any) -> Any:
 
 def _unknown_key_error(key: str, valid: list[str]) -> ConfigError:
     close = difflib.get_close_matches(key.split(".")[-1], valid, n=1)
-    hint = f"; did you mean {close[0]!r}?" if close else ""
+    hint = f"; did you mean {close[0]!r}?" if close else "."
     return ConfigError(f"unknown config key {key!r}{hint} Valid keys here: {', '.join(valid)}")
 
 
@@ -445,14 +445,19 @@ def preset_names() -> list[str]:
 def read_preset(name: str) -> dict[str, Any]:
     """Read one preset file as a dictionary, following its `base:` chain."""
     path = Path(name)
-    if path.suffix in (".yaml", ".yml") and path.exists():
+    if path.suffix in (".yaml", ".yml"):
+        if not path.is_file():
+            raise ConfigError(f"preset file {name!r} not found; give an existing YAML file or a preset name")
         text = path.read_text()
     else:
         entry = resources.files("pnn_ssl") / "presets" / f"{name}.yaml"
         if not entry.is_file():
             raise ConfigError(f"unknown preset {name!r}; available presets: {', '.join(preset_names())}")
         text = entry.read_text()
-    values = yaml.safe_load(text) or {}
+    try:
+        values = yaml.safe_load(text) or {}
+    except yaml.YAMLError as error:
+        raise ConfigError(f"invalid YAML in preset {name!r}: {error}") from error
     if not isinstance(values, dict):
         raise ConfigError(f"preset {name!r} must be a YAML mapping, got {type(values).__name__}")
     base = values.pop("base", None)

@@ -123,6 +123,18 @@ def _git_revision() -> str | None:
     return result.stdout.strip() or None
 
 
+def _cpu_model() -> str | None:
+    """Return the CPU model name from /proc/cpuinfo (Linux), or None where it is not available."""
+    try:
+        with open("/proc/cpuinfo") as stream:
+            for line in stream:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        return None
+    return None
+
+
 def describe_environment(device: torch.device) -> dict[str, Any]:
     """Return the facts needed to reproduce or cite a run."""
     import numpy
@@ -137,6 +149,7 @@ def describe_environment(device: torch.device) -> dict[str, Any]:
         "numpy": numpy.__version__,
         "platform": platform.platform(),
         "processor": platform.processor() or platform.machine(),
+        "cpu_model": _cpu_model(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "device": str(device),

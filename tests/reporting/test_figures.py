@@ -70,7 +70,9 @@ def test_plot_run_writes_pngs_named_by_run(tmp_path):
     for path in written:
         assert path.parent == folder / "figures"
         assert path.read_bytes().startswith(PNG_SIGNATURE)
-    assert figures.run_title(folder) == "layerwise-mlp-paper (sequential mlp) - run"
+    assert figures.run_title(folder) == "layerwise-mlp-paper (sequential mlp)"
+    detailed = figures.run_title(folder, detail=True)
+    assert detailed.startswith("layerwise-mlp-paper (sequential mlp)\nrun, ")
 
 
 def test_plot_run_without_results_raises(tmp_path):

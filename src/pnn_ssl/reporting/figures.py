@@ -112,7 +112,7 @@ def error_vs_depth_figure(folder: Path, errors: dict) -> Figure:
             axes.errorbar(layers, means, yerr=stds, fmt=f"o{style}", color=f"C{index}", capsize=3, label=label)
     _label_depth_axes(axes, errors)
     axes.legend(fontsize=8)
-    axes.set_title(f"Probe error vs depth\n{run_title(folder)}", fontsize=9)
+    axes.set_title(f"Probe error vs depth\n{run_title(folder, detail=True)}", fontsize=8)
     return figure
 
 
@@ -197,7 +197,7 @@ def _draw_weights(axes, folder: Path) -> None:
     tiles = weight_tiles(weight)
     axes.imshow(mosaic(tiles), cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
     kind = "filters" if weight.ndim == 4 else "rows"
-    axes.set_title(f"{run_title(folder)}\nfirst {len(tiles)} of {weight.shape[0]} {kind}", fontsize=8)
+    axes.set_title(f"{run_title(folder, detail=True)}\nfirst {len(tiles)} of {weight.shape[0]} {kind}", fontsize=7)
     axes.set_axis_off()
 
 
@@ -221,10 +221,17 @@ def compare_first_layer_weights(folders: list[Path]) -> Figure:
 # Shared pieces.
 
 
-def run_title(folder: Path) -> str:
-    """Name a run by its config name, mode and architecture, and its folder name."""
+def run_title(folder: Path, *, detail: bool = False) -> str:
+    """Name a run by its config name, mode and architecture; with `detail`, add its folder, machine and training time."""
     config = runs.read_config(folder)
-    return f"{config.name} ({config.train.mode} {config.model.architecture}) - {folder.name}"
+    title = f"{config.name} ({config.train.mode} {config.model.architecture})"
+    if not detail:
+        return title
+    environment = runs.read_json(folder / "environment.json")
+    machine = environment.get("cuda_device") or environment.get("cpu_model") or environment.get("processor", "unknown machine")
+    seconds = runs.read_json(folder / "results.json").get("train_seconds")
+    timing = f", {seconds / 60:.0f} min of training" if seconds else ""
+    return f"{title}\n{folder.name}, {machine}{timing}"
 
 
 def _checkpoint(folder: Path) -> Path:

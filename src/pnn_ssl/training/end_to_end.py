@@ -21,7 +21,7 @@ from torch import nn
 from pnn_ssl import runs
 from pnn_ssl.config import AugmentConfig, ExperimentConfig, LossConfig
 from pnn_ssl.data.augment import augment
-from pnn_ssl.data.sources import ImageDataset, load_dataset
+from pnn_ssl.data.sources import DataError, ImageDataset, load_dataset
 from pnn_ssl.losses import barlow_twins_loss, vicreg_loss
 from pnn_ssl.models import MLPBackbone, Projector, SSLModel, SupervisedModel
 from pnn_ssl.training.probing import probe_backbone
@@ -37,7 +37,16 @@ class TrainingStopped(RuntimeError):
 def load_data(config: ExperimentConfig, device: torch.device) -> ImageDataset:
     """Load the configured dataset onto `device`, cut to the configured train and test limits."""
     data = config.data
+    if data.data_dir is not None and not Path(data.data_dir).is_dir():
+        raise DataError(f"data.data_dir={data.data_dir!r} is not a folder; give the folder with the {data.dataset} files")
     dataset = load_dataset(data.dataset, data.data_dir, download=data.download, device=device)
+    folder_names = (str(Path(data.data_dir).resolve()), str(data.data_dir)) if data.data_dir is not None else ()
+    if folder_names and not any(name in dataset.source for name in folder_names):
+        # An explicit folder without the files is a mistake, not a request for another source.
+        raise DataError(
+            f"no {data.dataset} files found in data.data_dir={data.data_dir!r} (loaded from {dataset.source} instead); "
+            f"put the standard files there, or drop data.data_dir to use the offline packages"
+        )
     changes = {}
     if data.train_limit:
         changes.update(train_images=dataset.train_images[: data.train_limit], train_labels=dataset.train_labels[: data.train_limit])

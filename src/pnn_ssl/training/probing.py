@@ -37,9 +37,10 @@ def probe_backbone(
     features = backbone_features(backbone, dataset, layers, prepare=prepare, autocast=runtime.autocast)
     feature_seconds = time.perf_counter() - started
 
-    generator = runtime.generator(config.seed, "probe", checkpoint_epoch)
     results = {}
     for layer in layers:  # one layer at a time, so the console shows progress
+        # A generator per layer keeps a layer's numbers independent of which other layers are probed.
+        generator = runtime.generator(config.seed, "probe", checkpoint_epoch, layer)
         results.update(
             run_probes(
                 {layer: features[layer]},
