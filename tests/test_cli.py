@@ -114,3 +114,12 @@ def test_failed_start_leaves_no_run_folder(tmp_path):
     args = ["train", "--preset", "smoke", "--set", f"data.data_dir={tmp_path / 'missing'}", "--run-dir", str(tmp_path / "run")]
     assert cli.main(args) == 2
     assert not (tmp_path / "run").exists()
+
+
+def test_probe_command_on_layerwise_run(tmp_path, tiny_args):
+    folder = tmp_path / "run"
+    train_args = ["train", "--preset", "layerwise-mlp", "--preset", "smoke", *tiny_args, "--set", "train.epochs=1", "--run-dir", str(folder)]
+    assert cli.main(train_args) == 0
+    assert cli.main(["probe", str(folder), "--set", "probe.layers=[2]", "--set", "probe.converged=ridge"]) == 0
+    probes = json.loads((folder / "results.json").read_text())["probes"]
+    assert any("ridge" in epoch.get("layer-2", {}) for epoch in probes.values())

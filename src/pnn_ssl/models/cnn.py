@@ -65,7 +65,7 @@ class ConvAdapter(nn.Module):
         super().__init__()
         if pool not in ("mean", "sum"):
             raise ValueError(f"invalid adapter pool {pool!r}; expected mean or sum")
-        # The authors' code gives the 1x1 convolution a bias, and the paper's text does not say.
+        # The authors' code gives the 1x1 convolution a bias. The paper's text does not specify one.
         self.conv = nn.Conv2d(in_channels, width, 1, bias=True)
         self.pool = pool
 

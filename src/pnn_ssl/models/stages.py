@@ -1,7 +1,7 @@
 """Networks as stacks of stages, for layer-wise training.
 
-A stage is one physical layer (the part a physical system would implement) plus its local head:
-for a CNN the adapter, then the projector, which turn the layer's representation into the
+A stage is one physical layer (the part a physical system would implement) plus its local head.
+The head (for a CNN the adapter, then the projector) turns the layer's representation into the
 embedding on which the stage's own SSL loss is computed. The heads are digital and are discarded after
 training. Stages are numbered from 1, like the layers that the probes read.
 

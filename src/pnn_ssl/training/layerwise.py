@@ -13,9 +13,9 @@ Three modes (`train.mode`) share one loop:
 
 Epochs are numbered globally: a sequential run has L * `train.epochs` of them, and epoch t belongs
 to stage (t - 1) // `train.epochs` + 1. The shuffle and the augmentations of epoch t come from
-generators seeded by (seed, t), as in the end-to-end trainer, so the first stage of a sequential
-run gets exactly the batches of an end-to-end run with the same seed, and a resumed run repeats
-what an uninterrupted one would have done.
+generators seeded by (seed, t), as in the end-to-end trainer. The first stage of a sequential run
+therefore gets exactly the batches of an end-to-end run with the same seed, and a resumed run
+repeats what an uninterrupted one would have done.
 """
 
 from __future__ import annotations

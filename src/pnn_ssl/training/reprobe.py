@@ -26,7 +26,14 @@ def reprobe(folder: Path, checkpoint: str = "last.pt", overrides: list[str] | No
     runtime = setup_runtime(config.train.device, config.train.precision, config.train.threads)
     seed_everything(config.seed)
     dataset = load_data(config, runtime.device)
-    model = build_model(config, dataset.train_images[0].numel(), len(dataset.classes)).to(runtime.device)
+    if config_module.uses_staged_trainer(config):
+        from pnn_ssl.training.layerwise import build_network
+
+        model = build_network(config, tuple(dataset.train_images.shape[1:])).to(runtime.device)
+        backbone = model  # a staged network reads its own representations
+    else:
+        model = build_model(config, dataset.train_images[0].numel(), len(dataset.classes)).to(runtime.device)
+        backbone = model.backbone
     epoch = load_checkpoint(folder, model, name=checkpoint)
     prepare = make_prepare(dataset, config.data.normalize, runtime.device)
-    return probe_backbone(model.backbone, dataset, config, runtime, prepare, checkpoint_epoch=epoch, folder=folder, log=log)
+    return probe_backbone(backbone, dataset, config, runtime, prepare, checkpoint_epoch=epoch, folder=folder, log=log)
