@@ -1,6 +1,6 @@
 """Side-by-side timing of our training and probe pipelines against the reference code's way.
 
-Reference style, as the paper's notebooks run (re-implemented here, not copied):
+Reference style, as the notebooks of Laydevant et al. (2023) run it (re-implemented here, not copied):
 - SSL epoch: per-sample PIL transforms (rotation, pad-2 crop, scale, contrast, as torchvision's PIL
   path does them) inside a DataLoader with num_workers=0, fp32 eager model, Adam with its default
   (foreach) implementation, no denormal flushing;

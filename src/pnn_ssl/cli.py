@@ -120,7 +120,14 @@ def build_parser() -> argparse.ArgumentParser:
     probe = commands.add_parser("probe", help="probe a trained run again, e.g. on other layers")
     probe.add_argument("run", help="run folder")
     probe.add_argument("--checkpoint", default="last.pt", help="file in RUN/checkpoints (default: last.pt)")
-    probe.add_argument("--set", action="append", default=[], dest="overrides", metavar="probe.KEY=VALUE", help="override a probe.* field, e.g. --set probe.layers=[1,2,3,4]")
+    probe.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        dest="overrides",
+        metavar="probe.KEY=VALUE",
+        help="override a probe.* field, e.g. --set probe.layers=[1,2,3,4]",
+    )
     probe.set_defaults(handler=command_probe)
 
     plot = commands.add_parser(

@@ -1,4 +1,4 @@
-"""Linear probes on synthetic features whose answer is known."""
+"""Linear probes on synthetic features with a known best accuracy."""
 
 import pytest
 import torch

@@ -742,7 +742,7 @@ def download(
 
     With gunzip=True the response is decompressed as it arrives, and the saved file and the
     checksum are of the decompressed bytes. The data goes to a temporary file in the destination
-    folder, renamed into place only after the checksum matches, so destination never holds a
+    folder, renamed into place only after the checksum matches, so destination never contains a
     partial or unverified file. Raises DataError naming the URL on a network error, a timeout,
     invalid gzip data or a checksum mismatch.
     """

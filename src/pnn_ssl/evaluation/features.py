@@ -20,14 +20,6 @@ class Features:
     test_labels: torch.Tensor
 
 
-def images_to_inputs(images: torch.Tensor, mean: torch.Tensor | None, std: torch.Tensor | None) -> torch.Tensor:
-    """Convert uint8 images (B, C, H, W) to float in [0, 1], normalised per channel when mean/std are given."""
-    x = images.float().div_(255.0)
-    if mean is not None:
-        x = (x - mean.view(1, -1, 1, 1)) / std.view(1, -1, 1, 1)
-    return x
-
-
 @torch.inference_mode()
 def extract(
     hidden: Callable[[torch.Tensor, tuple[int, ...]], dict[int, torch.Tensor]],

@@ -15,6 +15,7 @@ Three probes, all on the same cached features of a frozen backbone:
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass, field
 
 import torch
@@ -172,8 +173,6 @@ def run_probes(
     num_classes: int = 10,
 ) -> dict[int, list[ProbeResult]]:
     """Run the Adam probes and the converged probe on every cached layer."""
-    import time
-
     results: dict[int, list[ProbeResult]] = {}
     for layer, layer_features in features.items():
         started = time.perf_counter()

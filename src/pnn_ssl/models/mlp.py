@@ -1,7 +1,7 @@
 """Fully connected backbone, projector and supervised head.
 
-The three parts stay separate so that every experiment reads the same quantities: the backbone maps
-an image to a representation `h` (any hidden layer can be read), the projector maps `h` to the
+The three parts stay separate so that every experiment reads the same quantities. The backbone maps
+an image to a representation `h`, and any hidden layer can be read. The projector maps `h` to the
 embedding `z` that the SSL loss takes, and a head or a linear probe maps `h` to class logits.
 """
 

@@ -9,6 +9,7 @@ checkpoint after epoch e repeats exactly what an uninterrupted run would have do
 from __future__ import annotations
 
 import dataclasses
+import sys
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -184,8 +185,6 @@ def run_epoch(model, optimizer, dataset: ImageDataset, config: ExperimentConfig,
 
 def batch_progress(batches: range, epoch: int):
     """Wrap the batch loop in a tqdm bar only when stderr is a terminal."""
-    import sys
-
     if not sys.stderr.isatty():
         return batches
     from tqdm import tqdm
