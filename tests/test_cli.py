@@ -44,6 +44,16 @@ def test_probe_command_adds_layers(tmp_path, tiny_args):
     assert "lbfgs" in probes["layer-2"]  # earlier results are kept
 
 
+def test_train_without_probe_layers_skips_probes(tmp_path, tiny_args, capsys):
+    folder = tmp_path / "run"
+    args = ["train", "--preset", "smoke", *tiny_args, "--set", "train.epochs=1", "--set", "probe.layers=[]"]
+    assert cli.main([*args, "--run-dir", str(folder)]) == 0
+    assert "probe  skipped: probe.layers is empty" in capsys.readouterr().out
+    results = json.loads((folder / "results.json").read_text())
+    assert results["status"] == "completed"
+    assert not results.get("probes")
+
+
 def test_probe_command_rejects_training_overrides(tmp_path, tiny_args, capsys):
     folder = tmp_path / "run"
     assert cli.main(["train", "--preset", "smoke", *tiny_args, "--set", "train.epochs=1", "--run-dir", str(folder)]) == 0

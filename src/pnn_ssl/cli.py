@@ -1,4 +1,4 @@
-"""Command-line interface: `pnn-ssl train | probe | plot | presets | config`.
+"""Command-line interface: `pnn-ssl train | probe | plot | reproduce | presets | config`.
 
 Each subcommand parses its arguments, builds a config and calls one library function.
 """
@@ -26,14 +26,11 @@ def _add_config_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="NAME",
         help="preset name or YAML file; repeat to layer a budget over an experiment (e.g. --preset supervised --preset smoke)",
     )
-    parser.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        dest="overrides",
-        metavar="KEY=VALUE",
-        help="override one config field, e.g. --set train.epochs=20 --set probe.layers=[1,2,3,4]",
-    )
+    _add_set_argument(parser, "KEY=VALUE", "override one config field, e.g. --set train.epochs=20 --set probe.layers=[1,2,3,4]")
+
+
+def _add_set_argument(parser: argparse.ArgumentParser, metavar: str, help: str) -> None:
+    parser.add_argument("--set", action="append", default=[], dest="overrides", metavar=metavar, help=help)
 
 
 def _resolve(args: argparse.Namespace) -> config_module.ExperimentConfig:
@@ -55,12 +52,10 @@ def command_train(args: argparse.Namespace) -> int:
     else:
         config = _resolve(args)
         folder = runs.claim_run_folder(args.run_dir) if args.run_dir else runs.create_run_folder(args.runs_dir, config.name)
-    if config_module.uses_staged_trainer(config):
-        from pnn_ssl.training.layerwise import train
-    else:
-        from pnn_ssl.training.end_to_end import train
+    from pnn_ssl.training import train_run
+
     try:
-        results = train(config, folder, resume=bool(args.resume), log=log)
+        results = train_run(config, folder, resume=bool(args.resume), log=log)
     except Exception:
         if not args.resume:
             _remove_if_empty(folder)  # a run that failed before writing anything leaves no folder behind
@@ -94,6 +89,27 @@ def command_plot(args: argparse.Namespace) -> int:
     return 0
 
 
+def command_reproduce(args: argparse.Namespace) -> int:
+    from pnn_ssl.reproduction.runner import Request, reproduce
+
+    request = Request(
+        budget=args.budget,
+        settings=args.settings,
+        dataset=args.dataset,
+        seeds=args.seeds,
+        only=tuple(args.only),
+        include_cifar10=args.include_cifar10,
+        overrides=tuple(args.overrides),
+    )
+    out = Path(args.out or f"reproduction-{args.budget}-{args.settings}-{args.dataset}")
+    try:
+        reproduce(request, out, log=log)
+    except KeyboardInterrupt:
+        print(f"pnn-ssl: interrupted; run the same command again to continue in {out}", file=sys.stderr)
+        return 130
+    return 0
+
+
 def command_presets(args: argparse.Namespace) -> int:
     for name in config_module.preset_names():
         values = config_module.read_preset(name)
@@ -120,14 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
     probe = commands.add_parser("probe", help="probe a trained run again, e.g. on other layers")
     probe.add_argument("run", help="run folder")
     probe.add_argument("--checkpoint", default="last.pt", help="file in RUN/checkpoints (default: last.pt)")
-    probe.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        dest="overrides",
-        metavar="probe.KEY=VALUE",
-        help="override a probe.* field, e.g. --set probe.layers=[1,2,3,4]",
-    )
+    _add_set_argument(probe, "probe.KEY=VALUE", "override a probe.* field, e.g. --set probe.layers=[1,2,3,4]")
     probe.set_defaults(handler=command_probe)
 
     plot = commands.add_parser(
@@ -138,6 +147,31 @@ def build_parser() -> argparse.ArgumentParser:
         "--output", metavar="DIR", help="folder for the comparison figures of several runs (default: the first RUN's figures/)"
     )
     plot.set_defaults(handler=command_plot)
+
+    reproduce = commands.add_parser(
+        "reproduce", help="train every model of the paper, probe it and write OUT/report.md comparing it with the paper"
+    )
+    reproduce.add_argument(
+        "--budget",
+        choices=("smoke", "quick", "paper"),
+        default="quick",
+        help="smoke: about a minute, checks that all runs; quick: about 25 min on a 2-core CPU; paper: the published epochs",
+    )
+    reproduce.add_argument("--dataset", choices=("mnist", "fashion-mnist"), default="mnist", help="dataset of the MNIST models")
+    reproduce.add_argument(
+        "--settings",
+        choices=("paper", "reference-code"),
+        default="paper",
+        help="the paper's stated hyperparameters, or those its authors' code ran",
+    )
+    reproduce.add_argument("--seeds", type=int, default=1, help="training seeds per experiment (0..N-1)")
+    reproduce.add_argument("--only", nargs="+", default=[], metavar="EXPERIMENT", help="run only these experiments")
+    reproduce.add_argument(
+        "--include-cifar10", action="store_true", help="also run the CIFAR-10 CNNs (GPU-sized; needs the CIFAR-10 data)"
+    )
+    reproduce.add_argument("--out", metavar="DIR", help="output folder (default: reproduction-BUDGET-SETTINGS-DATASET)")
+    _add_set_argument(reproduce, "KEY=VALUE", "override a config field in every run, e.g. --set train.threads=1")
+    reproduce.set_defaults(handler=command_reproduce)
 
     presets = commands.add_parser("presets", help="list the shipped presets with their expected results and run times")
     presets.set_defaults(handler=command_presets)

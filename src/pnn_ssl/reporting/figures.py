@@ -90,11 +90,12 @@ def read_depth_errors(folder: Path) -> dict[str, dict[str, list[tuple[int, float
         for probe, summary in by_probe.items():
             for split in ("train", "test"):
                 errors = [100.0 - accuracy for accuracy in summary[f"{split}_accuracy"]]
-                table.setdefault(probe, {}).setdefault(split, []).append((layer, *_mean_std(errors), len(errors)))
+                table.setdefault(probe, {}).setdefault(split, []).append((layer, *mean_std(errors), len(errors)))
     return table
 
 
-def _mean_std(values: list[float]) -> tuple[float, float]:
+def mean_std(values: list[float]) -> tuple[float, float]:
+    """Return the mean and the sample std (0 for a single value)."""
     mean = sum(values) / len(values)
     if len(values) < 2:
         return mean, 0.0

@@ -33,6 +33,9 @@ def probe_backbone(
     """Cache the representations of the configured layers, run every probe, write probes.csv and results.json."""
     probe = config.probe
     layers = resolve_layers(probe.layers, backbone.depth)
+    if not layers:
+        log("probe  skipped: probe.layers is empty")
+        return {}
     started = time.perf_counter()
     features = backbone_features(backbone, dataset, layers, prepare=prepare, autocast=runtime.autocast)
     feature_seconds = time.perf_counter() - started

@@ -1,0 +1,165 @@
+"""Run a reproduction: train every planned run, reuse finished ones, then write the report.
+
+Output folder layout:
+
+- `reproduce.json`: the request (budget, settings, dataset, seeds, overrides) and each run's state;
+- `runs/<experiment>-seed<k>/`: ordinary run folders, usable with `pnn-ssl probe` and `pnn-ssl plot`;
+- `figures/` and `report.md`: redrawn from the run folders at the end of every invocation.
+
+Running the same command again continues: a completed run whose config is unchanged is reused, an
+interrupted one resumes from its last checkpoint, and one that stopped before its first checkpoint is
+moved aside and started again.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from pathlib import Path
+from typing import Callable
+
+from pnn_ssl import config as config_module
+from pnn_ssl import runs
+from pnn_ssl.config import ConfigError
+from pnn_ssl.reproduction.plan import PlannedRun, plan_runs, read_plan, select_experiments
+from pnn_ssl.training import train_run
+
+# Fields that may differ between a finished run and the plan without making the run stale.
+IGNORED_FIELDS = ("description", "train.threads", "train.device")
+
+
+@dataclasses.dataclass(frozen=True)
+class Request:
+    """What the user asked `pnn-ssl reproduce` for."""
+
+    budget: str = "quick"
+    settings: str = "paper"
+    dataset: str = "mnist"
+    seeds: int = 1
+    only: tuple[str, ...] = ()
+    include_cifar10: bool = False
+    overrides: tuple[str, ...] = ()
+
+
+def reproduce(request: Request, out: Path, *, log: Callable[[str], None] = print) -> Path:
+    """Train or reuse every planned run of `request` under `out`, then write `out/report.md`; return its path."""
+    _, experiments = read_plan()
+    selected = select_experiments(experiments, list(request.only), include_cifar10=request.include_cifar10)
+    planned = plan_runs(
+        selected,
+        budget=request.budget,
+        settings=request.settings,
+        dataset=request.dataset,
+        seeds=request.seeds,
+        overrides=list(request.overrides),
+    )
+    state = _open_state(out, request)
+    invocation_started = time.perf_counter()
+    wall_before = state.get("wall_seconds", 0.0)
+    log(f"reproduce  {out}  budget {request.budget}, {request.settings} settings, {request.dataset}, "
+        f"{request.seeds} seed(s): {len(planned)} runs")
+
+    for index, run in enumerate(planned, start=1):
+        left = [other.name for other in planned[index:]]
+        log(f"reproduce  [{index}/{len(planned)}] {run.name}" + (f"  (then: {', '.join(left)})" if left else ""))
+        folder = out / "runs" / run.name
+        started = time.perf_counter()
+        status = _train_or_reuse(run, folder, log)
+        state["runs"][run.name] = {"folder": str(folder.relative_to(out)), "status": status,
+                                   "seconds_this_invocation": round(time.perf_counter() - started, 1)}
+        state["wall_seconds"] = round(wall_before + time.perf_counter() - invocation_started, 1)
+        _write_state(out, state)
+
+    from pnn_ssl.reporting.report import write_report
+
+    report = write_report(out, planned, log=log)
+    log(f"reproduce  report {report}")
+    return report
+
+
+def _train_or_reuse(run: PlannedRun, folder: Path, log: Callable[[str], None]) -> str:
+    """Bring one run folder to completion; return 'reused', 'resumed' or 'trained'."""
+    results = runs.read_json(folder / "results.json")
+    if results.get("status") == "completed":
+        _check_unchanged(run, folder)
+        log(f"reproduce  {run.name}: completed earlier, reused")
+        return "reused"
+
+    if (folder / "checkpoints" / "last.pt").exists():
+        _check_unchanged(run, folder)
+        log(f"reproduce  {run.name}: resuming from epoch {results.get('epochs_completed', 0)}")
+        _train(run, folder, resume=True, log=log)
+        return "resumed"
+
+    if folder.exists() and any(folder.iterdir()):
+        aside = _free_name(folder.with_name(folder.name + ".incomplete"))
+        folder.rename(aside)  # kept, not deleted: it may contain metrics the user wants to read
+        log(f"reproduce  {run.name}: stopped before its first checkpoint; moved to {aside.name} and starting again")
+    _train(run, runs.claim_run_folder(folder), resume=False, log=log)
+    return "trained"
+
+
+def _train(run: PlannedRun, folder: Path, *, resume: bool, log: Callable[[str], None]) -> None:
+    try:
+        train_run(run.config, folder, resume=resume, log=log)
+    except KeyboardInterrupt:
+        runs.update_results(folder, status="interrupted")
+        raise
+
+
+def _check_unchanged(run: PlannedRun, folder: Path) -> None:
+    """Reject a run folder trained with another config than the plan's, naming the fields that differ."""
+    stored = _comparable(config_module.to_dict(runs.read_config(folder)))
+    planned = _comparable(config_module.to_dict(run.config))
+    differing = sorted(key for key in stored.keys() | planned.keys() if stored.get(key) != planned.get(key))
+    if differing:
+        details = ", ".join(f"{key}: {stored.get(key)!r} there, {planned.get(key)!r} planned" for key in differing[:5])
+        raise ConfigError(
+            f"run folder {folder} was trained with another config ({details}); "
+            "move it away or give reproduce another --out folder"
+        )
+
+
+def _comparable(values: dict, prefix: str = "") -> dict:
+    """Flatten nested config values to dotted keys, without the fields in IGNORED_FIELDS."""
+    flat = {}
+    for key, value in values.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(_comparable(value, dotted + "."))
+        elif dotted not in IGNORED_FIELDS:
+            flat[dotted] = value
+    return flat
+
+
+def _free_name(path: Path) -> Path:
+    candidate, number = path, 1
+    while candidate.exists():
+        number += 1
+        candidate = path.with_name(f"{path.name}-{number}")
+    return candidate
+
+
+def _open_state(out: Path, request: Request) -> dict:
+    """Create or reopen `out/reproduce.json`; a different budget, settings or dataset is an error."""
+    path = out / "reproduce.json"
+    wanted = {"budget": request.budget, "settings": request.settings, "dataset": request.dataset}
+    if path.exists():
+        state = json.loads(path.read_text())
+        differing = {key: state.get(key) for key, value in wanted.items() if state.get(key) != value}
+        if differing:
+            raise ConfigError(
+                f"{out} holds a reproduction with {differing}, not {({k: wanted[k] for k in differing})}; "
+                "give another --out folder"
+            )
+    else:
+        out.mkdir(parents=True, exist_ok=True)
+        state = {**wanted, "runs": {}}
+    state.update(seeds=request.seeds, only=list(request.only), overrides=list(request.overrides))
+    _write_state(out, state)
+    return state
+
+
+def _write_state(out: Path, state: dict) -> None:
+    runs.atomic_write_text(out / "reproduce.json", json.dumps(state, indent=2) + "\n")

@@ -1,0 +1,133 @@
+"""`pnn-ssl reproduce` end to end on tiny MNIST-format files, and the report's statistics."""
+
+import json
+
+import pytest
+
+from pnn_ssl import cli, runs
+from pnn_ssl.config import ConfigError
+from pnn_ssl.reporting.report import experiment_accuracy
+from pnn_ssl.reproduction import plan as plan_module
+from pnn_ssl.reproduction.runner import Request, reproduce
+
+REPORT_SECTIONS = (
+    "# Reproduction report: smoke budget, paper settings, mnist",
+    "## Verdicts",
+    "## Table 1 and section 3: test accuracy of the last layer's linear probe",
+    "## Figure 2b: error against depth",
+    "## Figure 2c: first-layer weights, layer-wise against end-to-end",
+    "## Runs",
+)
+MNIST_EXPERIMENTS = ("supervised", "supervised-aug", "vicreg-mlp", "layerwise-mlp", "layerwise-cnn")
+
+
+@pytest.fixture
+def tiny_data(tiny_mnist):
+    return (f"data.data_dir={tiny_mnist}", "data.download=false", "train.device=cpu", "model.projector_widths=[32, 32]")
+
+
+def test_smoke_reproduction_writes_every_section(tmp_path, tiny_data, capsys):
+    out = tmp_path / "out"
+    args = ["reproduce", "--budget", "smoke", "--out", str(out)]
+    assert cli.main([*args, *[item for override in tiny_data for item in ("--set", override)]]) == 0
+
+    report = (out / "report.md").read_text()
+    for section in REPORT_SECTIONS:
+        assert section in report
+    for key in MNIST_EXPERIMENTS:
+        assert f"| {key}-seed0 | completed |" in report
+    assert (out / "figures" / "compare-first-layer-weights.png").exists()
+    state = json.loads((out / "reproduce.json").read_text())
+    assert set(state["runs"]) == {f"{key}-seed0" for key in MNIST_EXPERIMENTS}
+    assert "reproduce  [5/5] layerwise-cnn-seed0" in capsys.readouterr().out
+
+
+def test_interrupted_reproduction_continues(tmp_path, tiny_data):
+    out = tmp_path / "out"
+    request = Request(budget="smoke", only=("supervised", "vicreg-mlp"), overrides=tiny_data)
+    lines = []
+
+    def interrupt_second_run(line):
+        lines.append(line)
+        if line.startswith("epoch    2/2"):  # the SSL run trains 2 epochs, checkpointing each
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        reproduce(request, out, log=interrupt_second_run)
+    first = out / "runs" / "supervised-seed0"
+    metrics_before = (first / "metrics.csv").read_text()
+    assert runs.read_json(out / "runs" / "vicreg-mlp-seed0" / "results.json")["status"] == "interrupted"
+
+    lines.clear()
+    reproduce(request, out, log=lines.append)
+    assert "reproduce  supervised-seed0: completed earlier, reused" in lines
+    assert any(line.startswith("reproduce  vicreg-mlp-seed0: resuming from epoch 1") for line in lines)
+    assert (first / "metrics.csv").read_text() == metrics_before
+    assert runs.read_json(out / "runs" / "vicreg-mlp-seed0" / "results.json")["status"] == "completed"
+    assert (out / "report.md").exists()
+
+
+def test_changed_config_of_finished_run_is_rejected(tmp_path, tiny_data):
+    out = tmp_path / "out"
+    reproduce(Request(budget="smoke", only=("supervised",), overrides=tiny_data), out, log=lambda line: None)
+    changed = Request(budget="smoke", only=("supervised",), overrides=(*tiny_data, "train.lr=0.5"))
+    with pytest.raises(ConfigError, match=r"train.lr: 0.0001 there, 0.5 planned"):
+        reproduce(changed, out, log=lambda line: None)
+
+
+def test_other_budget_in_same_folder_is_rejected(tmp_path, tiny_data):
+    out = tmp_path / "out"
+    reproduce(Request(budget="smoke", only=("supervised",), overrides=tiny_data), out, log=lambda line: None)
+    with pytest.raises(ConfigError, match=r"holds a reproduction with \{'budget': 'smoke'\}"):
+        reproduce(Request(budget="quick", only=("supervised",), overrides=tiny_data), out, log=lambda line: None)
+
+
+def test_unknown_experiment_is_rejected():
+    _, experiments = plan_module.read_plan()
+    with pytest.raises(ConfigError, match=r"unknown experiment\(s\) \['mlp'\]"):
+        plan_module.select_experiments(experiments, ["mlp"], include_cifar10=False)
+
+
+def test_cifar10_runs_only_when_included():
+    _, experiments = plan_module.read_plan()
+    default = plan_module.select_experiments(experiments, [], include_cifar10=False)
+    assert all(experiment.needs != "cifar10" for experiment in default)
+    named = plan_module.select_experiments(experiments, ["layerwise-cnn-cifar10"], include_cifar10=False)
+    assert [experiment.key for experiment in named] == ["layerwise-cnn-cifar10"]
+
+
+@pytest.mark.parametrize("budget", plan_module.BUDGETS)
+@pytest.mark.parametrize("settings", plan_module.SETTINGS)
+def test_every_planned_config_resolves(budget, settings):
+    _, experiments = plan_module.read_plan()
+    planned = plan_module.plan_runs(list(experiments.values()), budget=budget, settings=settings, seeds=2)
+    assert len(planned) == 2 * len(experiments)
+    assert {run.config.seed for run in planned} == {0, 1}
+
+
+def test_fashion_mnist_leaves_cifar10_runs_alone():
+    _, experiments = plan_module.read_plan()
+    planned = plan_module.plan_runs(list(experiments.values()), budget="smoke", dataset="fashion-mnist")
+    datasets = {run.experiment.key: run.config.data.dataset for run in planned}
+    assert datasets["vicreg-mlp"] == "fashion-mnist"
+    assert datasets["layerwise-cnn-cifar10"] == "cifar10"
+
+
+def _write_probe_results(folder, accuracies):
+    folder.mkdir(parents=True)
+    summary = {"adam": {"test_accuracy": accuracies}}
+    runs.update_results(folder, status="completed", probes={"epoch-5": {"layer-1": {"adam": {"test_accuracy": [0.0]}}, "layer-4": summary}})
+
+
+def test_accuracy_over_repeats_and_seeds(tmp_path):
+    _write_probe_results(tmp_path / "a", [98.0, 99.0, 97.0])
+    _write_probe_results(tmp_path / "b", [96.0, 96.0, 96.0])
+
+    one = experiment_accuracy([tmp_path / "a"], "adam")
+    assert (one.mean, one.std, one.n, one.over) == (98.0, 1.0, 3, "probe repeats")
+
+    two = experiment_accuracy([tmp_path / "a", tmp_path / "b"], "adam")
+    assert two.mean == 97.0
+    assert two.std == pytest.approx(2**0.5)  # sample std of the seed means 98 and 96
+    assert (two.n, two.over) == (2, "seeds")
+    assert experiment_accuracy([tmp_path / "a"], "lbfgs") is None
