@@ -572,8 +572,8 @@ class RobustnessConfig:
     weight_noise: tuple[float, ...] = (0.005, 0.01, 0.02, 0.04)
     weight_noise_relative: bool = False
     # Absolute std in activation units; mean ReLU outputs of those MLPs are about 0.1-3 per layer.
-    activation_noise: tuple[float, ...] = (0.1, 0.2, 0.5, 1.0)
-    pre_activation_noise: tuple[float, ...] = (0.1, 0.2, 0.5, 1.0)
+    activation_noise: tuple[float, ...] = (0.05, 0.1, 0.2, 0.4)
+    pre_activation_noise: tuple[float, ...] = (0.05, 0.1, 0.2, 0.4)
     # false: the probe trains on clean representations and the noise acts on the test set only.
     # true: each device's probe trains on that device's noisy representations (one more pass
     # over the training set per device, one noise sample per image).
