@@ -562,7 +562,7 @@ class RobustnessConfig:
     layer: int = -1  # 1-based hidden layer that the probe reads; -1 is the last one
     draws: int = 2  # simulated devices per noise level (pruning is deterministic and uses one)
     repeats: int = 2  # probes per device; the paper trains 3
-    probe: str = "adam"  # adam: the paper's probe | ridge: closed-form, one fit, about 5x faster
+    probe: str = "adam"  # adam: the paper's probe | ridge: closed-form, one fit per device
     probe_epochs: int = 20  # the paper's probe: Adam lr 1e-3, batch 64, 20 epochs
     probe_batch_size: int = 64
     probe_lr: float = 1e-3

@@ -196,3 +196,18 @@ def test_compact_keeps_values_exact():
     assert compact(exact).dtype == torch.bfloat16
     inexact = torch.tensor([1.0 + 2**-20])
     assert compact(inexact).dtype == torch.float32
+
+
+def test_suite_on_layerwise_run(tmp_path, small_overrides):
+    folder = tmp_path / "layerwise"
+    args = ["train", "--preset", "layerwise-mlp", "--preset", "smoke", "--set", "train.epochs=1", "--run-dir", str(folder)]
+    assert cli.main(args + [item for override in small_overrides for item in ("--set", override)]) == 0
+    extra = ["robustness.layer=1", "robustness.perturbations=[weight-noise, neuron-pruning]"]
+    rows = _suite(folder, tmp_path / "out", *extra)
+    assert {row["layer"] for row in rows} == {"1"}
+    assert len(rows) == 2 * 2 * 2 + 2 * 2
+    for row in rows:
+        if float(row["level"]) == 0.0:
+            assert float(row["delta"]) == 0.0
+    weights = _read(tmp_path / "out" / "weight-histograms.csv")
+    assert {int(row["layer"]) for row in weights} == {1, 2}

@@ -17,6 +17,8 @@ Protocol choices the paper leaves open, and the ones made here:
   no probe-to-probe noise at level 0, and a zero level gives a delta of exactly 0.
 - Neuron pruning ranks neurons by their mean ReLU output over the training set of the
   unperturbed network. One threshold applies to every layer.
+- A noise draw depends only on the seed, the perturbation, the level and the draw number, so
+  runs whose layers have the same shapes receive the same weight noise samples.
 
 Outputs, all tidy CSV in the output folder: robustness.csv (one row per model, perturbation,
 level, draw and repeat), sparsity.csv and weight-histograms.csv, plus robustness.json (timings and
@@ -37,6 +39,7 @@ import yaml
 from pnn_ssl import config as config_module
 from pnn_ssl import runs
 from pnn_ssl.config import RobustnessConfig
+from pnn_ssl.data.sources import ImageDataset
 from pnn_ssl.evaluation.perturbed import ActivationStatistics, PerturbedNetwork, physical_layers, read_network, with_weights
 from pnn_ssl.evaluation.probes import fit_ridge_probe, probe_accuracy, train_adam_probes
 from pnn_ssl.physics import ActivationNoise, WeightNoise, magnitude_keep_masks, neuron_keep_mask, relative_change
@@ -81,7 +84,7 @@ class RunUnderTest:
     folder: Path
     name: str
     backbone: torch.nn.Module
-    dataset: object
+    dataset: ImageDataset
     prepare: Callable
     runtime: Runtime
     layer: int
@@ -213,7 +216,7 @@ def _read(run: RunUnderTest, network: PerturbedNetwork, images: torch.Tensor) ->
     return features
 
 
-def fit_probes(train: torch.Tensor, dataset, runtime: Runtime, config: RobustnessConfig) -> tuple[torch.Tensor, torch.Tensor]:
+def fit_probes(train: torch.Tensor, dataset: ImageDataset, runtime: Runtime, config: RobustnessConfig) -> tuple[torch.Tensor, torch.Tensor]:
     """Train the configured probe on each of the M feature matrices (M, N, D); return weight (M, R, D, C), bias (M, R, C).
 
     Every call starts from the same generator, so repeat r has the same initialisation and
