@@ -267,12 +267,12 @@ def build_devices(run: RunUnderTest, kind: str, config: RobustnessConfig) -> lis
 
 
 def _probed_weights(run: RunUnderTest) -> list[torch.Tensor]:
-    """The weight tensors of layers 1..run.layer, the ones that can change the probed representation."""
+    """Return the weight tensors of layers 1..run.layer, the ones that can change the probed representation."""
     return [part.affine.weight.detach() for part in physical_layers(run.backbone)[: run.layer]]
 
 
 def weight_noise_device(run: RunUnderTest, level: float, draw: int, config: RobustnessConfig) -> Device:
-    """A device whose weights (layers 1..layer) carry one static draw of Gaussian noise."""
+    """Build a device whose weights (layers 1..layer) carry one static draw of Gaussian noise."""
     noise = WeightNoise(level, relative=config.weight_noise_relative)
     generator = run.runtime.generator(config.seed, "weight-noise", level, draw)
     perturbed = with_weights(run.backbone, lambda number, weight: noise.draw(weight, generator) if number <= run.layer else weight)
@@ -281,7 +281,7 @@ def weight_noise_device(run: RunUnderTest, level: float, draw: int, config: Robu
 
 
 def activation_noise_device(run: RunUnderTest, noise: ActivationNoise, draw: int, config: RobustnessConfig) -> Device:
-    """A device with Gaussian noise on every hidden layer's (pre-)activations, redrawn at each pass.
+    """Build a device with Gaussian noise on every hidden layer's (pre-)activations, redrawn at each pass.
 
     Each device gets its own generator, built afresh when the device is built, so its training-set
     and test-set passes draw from one reproducible stream.
@@ -296,7 +296,7 @@ def activation_noise_device(run: RunUnderTest, noise: ActivationNoise, draw: int
 
 
 def neuron_pruning_device(run: RunUnderTest, threshold: float) -> Device:
-    """A device without the neurons (layers 1..layer) whose mean training-set activation is below `threshold`."""
+    """Build a device without the neurons (layers 1..layer) whose mean training-set activation is below `threshold`."""
     masks = {number: neuron_keep_mask(run.train_statistics.mean[number], threshold) for number in range(1, run.layer + 1)}
     removed = sum(int((~mask).sum()) for mask in masks.values())
     total = sum(mask.numel() for mask in masks.values())
@@ -305,7 +305,7 @@ def neuron_pruning_device(run: RunUnderTest, threshold: float) -> Device:
 
 
 def weight_pruning_device(run: RunUnderTest, sparsity: float, scope: str) -> Device:
-    """A device without the smallest-magnitude fraction `sparsity` of the weights of layers 1..layer."""
+    """Build a device without the smallest-magnitude fraction `sparsity` of the weights of layers 1..layer."""
     weights = _probed_weights(run)
     masks = magnitude_keep_masks(weights, sparsity, scope)
     removed = [weight[~mask].abs() for weight, mask in zip(weights, masks)]
