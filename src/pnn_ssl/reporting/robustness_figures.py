@@ -47,16 +47,16 @@ def plot_robustness(folder: Path) -> list[Path]:
     kinds = {row["perturbation"] for row in rows}
     for kind, (stem, title, x_column, x_label) in NOISE_FIGURES.items():
         if kind in kinds:
-            figure = delta_figure([summarise(rows, kind, x_column)], [x_label], f"{title}, {_probe_text(rows)}")
+            figure = delta_figure([summarise(rows, kind, x_column)], [x_label], f"{title}\n{_probe_text(rows)}")
             written.append(_save(figure, target / f"{stem}.png"))
     if "neuron-pruning" in kinds:
         tables = [summarise(rows, "neuron-pruning", "pruned_fraction"), summarise(rows, "neuron-pruning", "threshold")]
         labels = ["fraction of neurons pruned", "threshold on mean activation"]
-        figure = delta_figure(tables, labels, f"Neuron pruning by mean training activation, {_probe_text(rows)}")
+        figure = delta_figure(tables, labels, f"Neuron pruning by mean training activation\n{_probe_text(rows)}")
         written.append(_save(figure, target / "robustness-neuron-pruning.png"))
     if "weight-noise" in kinds:
         table = summarise(rows, "weight-noise", "relative_change")
-        figure = delta_figure([table], ["mean relative change of the weights (%)"], "Weight noise against relative weight change")
+        figure = delta_figure([table], ["mean relative change of the weights (%)"], f"Weight noise against relative weight change\n{_probe_text(rows)}")
         written.append(_save(figure, target / "robustness-relative-change.png"))
     if (folder / "sparsity.csv").exists():
         written.append(_save(sparsity_figure(runs.TidyCSV(folder / "sparsity.csv", ()).read()), target / "robustness-sparsity.png"))
@@ -123,7 +123,7 @@ def sparsity_figure(rows: list[dict]) -> Figure:
     """Draw grouped bars of the fraction of exactly-zero ReLU outputs per layer, one colour per model."""
     figure = Figure(figsize=(6.5, 4.2), layout="constrained")
     axes = figure.subplots()
-    labels = list(dict.fromkeys(model_label(row) for row in rows))
+    labels = sorted({model_label(row) for row in rows})  # the order, and so the colours, of `summarise`
     width = 0.8 / len(labels)
     for index, label in enumerate(labels):
         points = sorted((int(row["layer"]), float(row["zero_fraction"])) for row in rows if model_label(row) == label)
@@ -143,7 +143,7 @@ def histogram_figure(rows: list[dict]) -> Figure:
     layers = sorted({int(row["layer"]) for row in rows})
     figure = Figure(figsize=(4.0 * len(layers), 3.8), layout="constrained")
     panels = figure.subplots(1, len(layers), squeeze=False)[0]
-    labels = list(dict.fromkeys(model_label(row) for row in rows))
+    labels = sorted({model_label(row) for row in rows})  # the order, and so the colours, of `summarise`
     for axes, layer in zip(panels, layers):
         for index, label in enumerate(labels):
             points = [row for row in rows if int(row["layer"]) == layer and model_label(row) == label]
