@@ -1,4 +1,4 @@
-"""Command-line interface: `pnn-ssl train | probe | plot | reproduce | presets | config`.
+"""Command-line interface: `pnn-ssl train | probe | robustness | plot | reproduce | presets | config`.
 
 Each subcommand parses its arguments, builds a config and calls one library function.
 """
@@ -84,8 +84,29 @@ def command_probe(args: argparse.Namespace) -> int:
 def command_plot(args: argparse.Namespace) -> int:
     from pnn_ssl.reporting.figures import plot_runs
 
-    for path in plot_runs([Path(run) for run in args.runs], Path(args.output) if args.output else None):
-        log(f"figure {path}")
+    if not args.runs and not args.robustness:
+        raise config_module.ConfigError("nothing to plot; give run folders, --robustness DIR, or both")
+    if args.robustness:
+        from pnn_ssl.reporting.robustness_figures import plot_robustness
+
+        for path in plot_robustness(Path(args.robustness)):
+            log(f"figure {path}")
+    if args.runs:
+        for path in plot_runs([Path(run) for run in args.runs], Path(args.output) if args.output else None):
+            log(f"figure {path}")
+    return 0
+
+
+def command_robustness(args: argparse.Namespace) -> int:
+    from pnn_ssl.evaluation.robustness import default_output, run_robustness
+
+    config = config_module.resolve_robustness(args.overrides)
+    folders = [Path(run) for run in args.runs]
+    for folder in folders:
+        runs.read_config(folder)  # fail before any work when a folder is not a run folder
+    output = default_output(folders, Path(args.out) if args.out else None)
+    run_robustness(folders, config, output, log=log)
+    log(f"done   {output}: robustness.csv, sparsity.csv, weight-histograms.csv; draw them with pnn-ssl plot --robustness {output}")
     return 0
 
 
@@ -142,11 +163,24 @@ def build_parser() -> argparse.ArgumentParser:
     plot = commands.add_parser(
         "plot", help="draw a run's figures from its files into RUN/figures/: error vs depth, first-layer weights"
     )
-    plot.add_argument("runs", nargs="+", metavar="RUN", help="run folder; give several to also draw comparison figures")
+    plot.add_argument("runs", nargs="*", metavar="RUN", help="run folder; give several to also draw comparison figures")
+    plot.add_argument(
+        "--robustness", metavar="DIR", help="also draw the robustness figures from the CSV files in DIR into DIR/figures/"
+    )
     plot.add_argument(
         "--output", metavar="DIR", help="folder for the comparison figures of several runs (default: the first RUN's figures/)"
     )
     plot.set_defaults(handler=command_plot)
+
+    robustness = commands.add_parser(
+        "robustness", help="measure the change in probe error under weight and activation noise and pruning"
+    )
+    robustness.add_argument("runs", nargs="+", metavar="RUN", help="trained run folder; several runs are compared")
+    _add_set_argument(
+        robustness, "robustness.KEY=VALUE", "override a robustness.* field, e.g. --set robustness.draws=3 --set robustness.probe=ridge"
+    )
+    robustness.add_argument("--out", metavar="DIR", help="output folder (default: RUN/robustness for a single run)")
+    robustness.set_defaults(handler=command_robustness)
 
     reproduce = commands.add_parser(
         "reproduce", help="train every model of the paper, probe it and write OUT/report.md comparing it with the paper"

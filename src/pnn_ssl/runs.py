@@ -200,10 +200,14 @@ class TidyCSV:
 
     def keep(self, predicate) -> None:
         """Rewrite the file atomically with only the rows for which `predicate(row)` is true."""
+        self.write([row for row in self.read() if predicate(row)])
+
+    def write(self, rows: Iterable[dict[str, Any]]) -> None:
+        """Replace the file's rows with `rows`, atomically."""
         buffer = io.StringIO()
         writer = csv.DictWriter(buffer, fieldnames=self.columns, lineterminator="\n")
         writer.writeheader()
-        writer.writerows(row for row in self.read() if predicate(row))
+        writer.writerows({key: _format(row.get(key)) for key in self.columns} for row in rows)
         atomic_write_text(self.path, buffer.getvalue())
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -71,40 +72,112 @@ def adam_probes(
     num_classes: int = 10,
 ) -> ProbeResult:
     """Train `repeats` linear probes together with Adam on shuffled mini-batches (last batch kept)."""
-    x, y = features.train, features.train_labels
-    n, d = x.shape
-    device = x.device
-    weight, bias = _init_linear(repeats, d, num_classes, generator, device)
-    optimizer = torch.optim.Adam([weight, bias], lr=lr, fused=device.type in ("cpu", "cuda"))
     curves: list[list[float]] = [[] for _ in range(repeats)]
+
+    def record(weight: torch.Tensor, bias: torch.Tensor) -> None:
+        test = probe_accuracy(features.test.unsqueeze(0), features.test_labels, weight, bias)[0]  # (R,)
+        for r in range(repeats):
+            curves[r].append(float(test[r]))
+
+    weight, bias = train_adam_probes(
+        features.train.unsqueeze(0),
+        features.train_labels,
+        repeats=repeats,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        generator=generator,
+        num_classes=num_classes,
+        after_epoch=record,
+    )
+    train = probe_accuracy(features.train.unsqueeze(0), features.train_labels, weight, bias)[0]
+    return ProbeResult("adam", [c[-1] for c in curves], train.tolist(), curves)
+
+
+# Padded class count of the batched probe. On a 2-core AVX-512 CPU with torch 2.13, a
+# (1536, 1000) @ (1000, 10) float32 product took 4.7 ms and (1000, 16) took 1.9 ms. Padded
+# columns get a fixed -inf logit, so their softmax output, gradient and Adam update are all 0.
+_PADDED_CLASSES = 16
+
+
+def train_adam_probes(
+    train: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    repeats: int,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    generator: torch.Generator,
+    num_classes: int = 10,
+    after_epoch: Callable[[torch.Tensor, torch.Tensor], None] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Train `repeats` linear probes on each of M feature matrices as one batched model.
+
+    `train` is (M, N, D), in float32 or bfloat16 (upcast batch by batch), `labels` (N,). Repeat r
+    starts from the same initialisation and sees the same mini-batch order on every one of the M
+    matrices, so differences between matrices come from the features alone. The gradient of the
+    mean cross-entropy over each mini-batch is computed in closed form, (softmax - one-hot) / b, and
+    Adam updates every probe independently. `after_epoch(weight, bias)` is called after each epoch.
+    Returns weight (M, R, D, C) and bias (M, R, C).
+    """
+    members, n, d = train.shape
+    device = train.device
+    width = max(_PADDED_CLASSES, num_classes)
+    initial_weight, initial_bias = _init_linear(repeats, d, num_classes, generator, device)
+    weight = torch.zeros(members, repeats, d, width, device=device)
+    bias = torch.zeros(members, repeats, 1, width, device=device)
+    weight[..., :num_classes] = initial_weight.detach()
+    bias[..., 0, :num_classes] = initial_bias.detach()
+    weight, bias = weight.view(-1, d, width), bias.view(-1, 1, width)  # (M*R, D, P), (M*R, 1, P)
+    padding = torch.zeros(width, device=device)
+    padding[num_classes:] = float("-inf")
+    weight.grad, bias.grad = torch.zeros_like(weight), torch.zeros_like(bias)
+    optimizer = torch.optim.Adam([weight, bias], lr=lr, fused=device.type in ("cpu", "cuda"))
 
     for _ in range(epochs):
         order = torch.stack([torch.randperm(n, generator=generator, device=device) for _ in range(repeats)])
         for start in range(0, n, batch_size):
             index = order[:, start : start + batch_size]  # (R, b)
-            logits = torch.baddbmm(bias.unsqueeze(1), x[index], weight)  # (R, b, C)
-            loss = F.cross_entropy(logits.flatten(0, 1), y[index].flatten(), reduction="none")
-            loss = loss.view(repeats, -1).mean(1).sum()  # sum over repeats keeps their gradients apart
-
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            size = index.shape[1]
+            x = train.index_select(1, index.flatten()).float().view(-1, size, d)  # (M*R, b, D)
+            logits = torch.baddbmm(bias + padding, x, weight)  # (M*R, b, P)
+            gradient = torch.softmax(logits, -1)
+            targets = labels[index].expand(members, repeats, size).reshape(-1, size, 1)
+            gradient.scatter_add_(-1, targets, torch.full_like(targets, -1.0, dtype=gradient.dtype))
+            gradient.div_(size)
+            torch.bmm(x.transpose(1, 2), gradient, out=weight.grad)
+            torch.sum(gradient, 1, keepdim=True, out=bias.grad)
             optimizer.step()
 
-        test = _evaluate(features.test, features.test_labels, weight, bias)
-        for r in range(repeats):
-            curves[r].append(float(test[r]))
+        if after_epoch is not None:
+            after_epoch(*_unpad(weight, bias, members, repeats, num_classes))
+    return _unpad(weight, bias, members, repeats, num_classes)
 
-    train = _evaluate(x, y, weight, bias)
-    return ProbeResult("adam", [c[-1] for c in curves], train.tolist(), curves)
+
+def _unpad(weight, bias, members: int, repeats: int, num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
+    d = weight.shape[1]
+    return (
+        weight.detach().view(members, repeats, d, -1)[..., :num_classes],
+        bias.detach().view(members, repeats, -1)[..., :num_classes],
+    )
 
 
 @torch.no_grad()
-def _evaluate(x: torch.Tensor, y: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-    correct = torch.zeros(weight.shape[0], device=x.device)
-    for start in range(0, x.shape[0], 8192):
-        logits = torch.einsum("nd,rdc->rnc", x[start : start + 8192], weight) + bias.unsqueeze(1)
-        correct += (logits.argmax(-1) == y[start : start + 8192]).sum(-1)
-    return correct / x.shape[0] * 100.0
+def probe_accuracy(x: torch.Tensor, labels: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """Return the accuracy in % of every probe on every feature matrix, (M, R).
+
+    `x` is (M, N, D) and `weight` (M, R, D, C) with `bias` (M, R, C). Either M may be 1 and is then
+    broadcast, for example to test one set of probes on M noisy copies of the test features. The
+    features are cast to the weights' dtype.
+    """
+    members = max(x.shape[0], weight.shape[0])
+    correct = torch.zeros(members, weight.shape[1], device=x.device)
+    for start in range(0, x.shape[1], 8192):
+        chunk = x[:, start : start + 8192].to(weight.dtype).unsqueeze(1)  # (M, 1, n, D)
+        logits = chunk @ weight + bias.unsqueeze(2)  # (M, R, n, C)
+        correct += (logits.argmax(-1) == labels[start : start + 8192]).sum(-1)
+    return correct / x.shape[1] * 100.0
 
 
 def standardise(train: torch.Tensor, test: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -146,15 +219,31 @@ def lbfgs_probe(
 
 
 @torch.no_grad()
-def ridge_probe(features: Features, *, alpha: float = 1.0, num_classes: int = 10) -> ProbeResult:
-    """Solve ridge regression onto centred one-hot targets in float64; predict by the largest output."""
-    train, test = standardise(features.train.double(), features.test.double())
-    targets = F.one_hot(features.train_labels, num_classes).double()
+def fit_ridge_probe(
+    train: torch.Tensor, labels: torch.Tensor, *, alpha: float = 1.0, num_classes: int = 10
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Solve ridge regression onto centred one-hot targets on standardised features, in float64.
+
+    The standardisation is folded into the returned map, so raw features x give the outputs
+    x @ weight + bias: weight (D, C) and bias (C,), float64. A prediction is the largest output.
+    """
+    mean = train.double().mean(0)
+    std = train.double().std(0).clamp_min(1e-6)
+    standard = (train.double() - mean) / std
+    targets = F.one_hot(labels, num_classes).double()
     offset = targets.mean(0)
-    gram = train.T @ train + alpha * torch.eye(train.shape[1], dtype=train.dtype, device=train.device)
-    weight = torch.linalg.solve(gram, train.T @ (targets - offset))  # (D, C)
-    test_accuracy = float(_accuracy(test @ weight + offset, features.test_labels))
-    train_accuracy = float(_accuracy(train @ weight + offset, features.train_labels))
+    gram = standard.T @ standard + alpha * torch.eye(standard.shape[1], dtype=standard.dtype, device=standard.device)
+    weight = torch.linalg.solve(gram, standard.T @ (targets - offset)) / std.unsqueeze(1)  # (D, C)
+    return weight, offset - mean @ weight
+
+
+@torch.no_grad()
+def ridge_probe(features: Features, *, alpha: float = 1.0, num_classes: int = 10) -> ProbeResult:
+    """Fit the ridge probe on the train features and report its accuracy on train and test."""
+    weight, bias = fit_ridge_probe(features.train, features.train_labels, alpha=alpha, num_classes=num_classes)
+    weight, bias = weight.view(1, 1, *weight.shape), bias.view(1, 1, -1)
+    test_accuracy = float(probe_accuracy(features.test.unsqueeze(0), features.test_labels, weight, bias))
+    train_accuracy = float(probe_accuracy(features.train.unsqueeze(0), features.train_labels, weight, bias))
     return ProbeResult("ridge", [test_accuracy], [train_accuracy])
 
 

@@ -5,6 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
+import torch
+from torch import nn
+
 from pnn_ssl import config as config_module
 from pnn_ssl import runs
 from pnn_ssl.training.end_to_end import build_model, load_checkpoint, load_data, make_prepare
@@ -26,14 +29,25 @@ def reprobe(folder: Path, checkpoint: str = "last.pt", overrides: list[str] | No
     runtime = setup_runtime(config.train.device, config.train.precision, config.train.threads)
     seed_everything(config.seed)
     dataset = load_data(config, runtime.device)
+    backbone, epoch = load_backbone(folder, config, dataset, runtime.device, checkpoint)
+    prepare = make_prepare(dataset, config.data.normalize, runtime.device)
+    return probe_backbone(backbone, dataset, config, runtime, prepare, checkpoint_epoch=epoch, folder=folder, log=log)
+
+
+def load_backbone(
+    folder: Path, config: config_module.ExperimentConfig, dataset, device: torch.device, checkpoint: str = "last.pt"
+) -> tuple[nn.Module, int]:
+    """Rebuild a run's network from its config, load `checkpoint`, and return (backbone, epochs completed).
+
+    Heads are dropped: an end-to-end run gives its MLPBackbone (without projector or classifier), a
+    staged run its StagedNetwork, which reads its own representations.
+    """
     if config_module.uses_staged_trainer(config):
         from pnn_ssl.training.layerwise import build_network
 
-        model = build_network(config, tuple(dataset.train_images.shape[1:])).to(runtime.device)
-        backbone = model  # a staged network reads its own representations
-    else:
-        model = build_model(config, dataset.train_images[0].numel(), len(dataset.classes)).to(runtime.device)
-        backbone = model.backbone
+        model = build_network(config, tuple(dataset.train_images.shape[1:])).to(device)
+        epoch = load_checkpoint(folder, model, name=checkpoint)
+        return model, epoch
+    model = build_model(config, dataset.train_images[0].numel(), len(dataset.classes)).to(device)
     epoch = load_checkpoint(folder, model, name=checkpoint)
-    prepare = make_prepare(dataset, config.data.normalize, runtime.device)
-    return probe_backbone(backbone, dataset, config, runtime, prepare, checkpoint_epoch=epoch, folder=folder, log=log)
+    return model.backbone, epoch
