@@ -16,6 +16,12 @@ REPORT_SECTIONS = (
     "## Table 1 and section 3: test accuracy of the last layer's linear probe",
     "## Figure 2b: error against depth",
     "## Figure 2c: first-layer weights, layer-wise against end-to-end",
+    "## Figures 1 and 3: robustness of the figure-1 models",
+    "### Verdicts",
+    "- Fig. 1g, \"SSL networks are much sparser\":",
+    "- Fig. 1b,",
+    "- Fig. 1f,",
+    "### neuron-pruning",
     "## Runs",
 )
 MNIST_EXPERIMENTS = ("supervised", "supervised-aug", "vicreg-mlp", "layerwise-mlp", "layerwise-cnn")

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Callable
 
 from pnn_ssl import __version__, runs
 from pnn_ssl.reporting.figures import mean_std, plot_runs, read_depth_errors
+from pnn_ssl.reporting.report_robustness import robustness_section
 
 if TYPE_CHECKING:
     from pnn_ssl.reproduction.plan import PlannedRun
@@ -74,6 +75,7 @@ def write_report(out: Path, planned: list[PlannedRun], *, log: Callable[[str], N
         _accuracy_table(experiments, by_experiment, planned),
         _depth_section(by_experiment, out),
         _weights_section(figures, out),
+        robustness_section(out),
         _runs_table(planned, folders, out),
     ]
     path = out / "report.md"

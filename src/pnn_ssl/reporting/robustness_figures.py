@@ -19,12 +19,12 @@ deltas are taken.
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 from matplotlib.figure import Figure
 
 from pnn_ssl import runs
+from pnn_ssl.reporting.figures import mean_std
 
 # Perturbation -> (file stem, title, x column, x label).
 NOISE_FIGURES = {
@@ -82,14 +82,6 @@ def summarise(rows: list[dict], kind: str, x_column: str) -> dict[str, list[tupl
         mean, std = mean_std([float(row["delta"]) for row in members])
         table.setdefault(label, []).append((x, mean, std, len(members)))
     return {label: sorted(points) for label, points in table.items()}
-
-
-def mean_std(values: list[float]) -> tuple[float, float]:
-    """Return the mean and the sample standard deviation (0 for a single value)."""
-    mean = sum(values) / len(values)
-    if len(values) < 2:
-        return mean, 0.0
-    return mean, math.sqrt(sum((value - mean) ** 2 for value in values) / (len(values) - 1))
 
 
 def model_label(row: dict) -> str:

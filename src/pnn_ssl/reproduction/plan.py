@@ -1,5 +1,8 @@
 """The reproduction plan: which experiments `pnn-ssl reproduce` trains, with which presets and budget.
 
+"The paper" here is Laydevant, Lott, Venturelli and McMahon, "The Benefits of Self-Supervised Learning
+for Training Physical Neural Networks" (NeurIPS 2023 workshop).
+
 The plan itself is data (`plan.yaml` next to this file): per experiment, the presets for the paper's
 stated settings and for the authors' code settings, the overrides of each budget, and the paper's
 reported accuracy. This module reads it and turns a selection into resolved experiment configs.
@@ -14,7 +17,7 @@ from typing import Any
 import yaml
 
 from pnn_ssl import config as config_module
-from pnn_ssl.config import ConfigError, ExperimentConfig
+from pnn_ssl.config import ConfigError, ExperimentConfig, RobustnessConfig
 
 BUDGETS = ("smoke", "quick", "paper")
 SETTINGS = ("paper", "reference-code")
@@ -48,10 +51,13 @@ class PlannedRun:
         return f"{self.experiment.key}-seed{self.seed}"
 
 
+def _read_yaml() -> dict[str, Any]:
+    return yaml.safe_load(resources.files("pnn_ssl.reproduction").joinpath("plan.yaml").read_text())
+
+
 def read_plan() -> tuple[dict[str, dict[str, Any]], dict[str, Experiment]]:
     """Read plan.yaml; return the budgets and the experiments in the order the report lists them."""
-    text = resources.files("pnn_ssl.reproduction").joinpath("plan.yaml").read_text()
-    raw = yaml.safe_load(text)
+    raw = _read_yaml()
     experiments = {}
     for key, entry in raw["experiments"].items():
         experiments[key] = Experiment(
@@ -110,6 +116,24 @@ def plan_runs(
             )
             planned.append(PlannedRun(experiment, seed, dataclasses.replace(config, name=f"{experiment.key}-{budget}")))
     return planned
+
+
+def split_overrides(overrides: list[str]) -> tuple[list[str], list[str]]:
+    """Split `--set` overrides into those of the training runs and the `robustness.*` ones."""
+    robustness = [text for text in overrides if text.startswith("robustness.")]
+    return [text for text in overrides if not text.startswith("robustness.")], robustness
+
+
+def robustness_plan(budget: str, overrides: list[str], *, threads: int = 0) -> tuple[tuple[str, ...], RobustnessConfig]:
+    """Return the experiments the robustness suite measures and its config for `budget`.
+
+    `overrides` are the user's `robustness.*` overrides; `threads` is used when they set no thread count.
+    """
+    _check_choice("budget", budget, BUDGETS)
+    section = _read_yaml()["robustness"]
+    defaults = [f"robustness.threads={threads}"] if threads else []
+    config = config_module.resolve_robustness([*defaults, *section["budgets"].get(budget, []), *overrides])
+    return tuple(section["models"]), config
 
 
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:

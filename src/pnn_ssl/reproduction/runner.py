@@ -4,6 +4,8 @@ Output folder layout:
 
 - `reproduce.json`: the request (budget, settings, dataset, seeds, overrides) and each run's state;
 - `runs/<experiment>-seed<k>/`: ordinary run folders, usable with `pnn-ssl probe` and `pnn-ssl plot`;
+- `robustness/`: the robustness suite's CSV files and figures, for the first seed of the models that
+  the plan names (the supervised and end-to-end SSL MLPs of figure 1);
 - `figures/` and `report.md`: redrawn from the run folders at the end of every invocation.
 
 Running the same command again continues: a completed run whose config is unchanged is reused, an
@@ -21,8 +23,8 @@ from typing import Callable
 
 from pnn_ssl import config as config_module
 from pnn_ssl import runs
-from pnn_ssl.config import ConfigError
-from pnn_ssl.reproduction.plan import PlannedRun, plan_runs, read_plan, select_experiments
+from pnn_ssl.config import ConfigError, RobustnessConfig
+from pnn_ssl.reproduction.plan import PlannedRun, plan_runs, read_plan, robustness_plan, select_experiments, split_overrides
 from pnn_ssl.training import train_run
 
 # Fields that may differ between a finished run and the plan without making the run stale.
@@ -31,7 +33,7 @@ IGNORED_FIELDS = ("description", "train.threads", "train.device")
 
 @dataclasses.dataclass(frozen=True)
 class Request:
-    """What the user asked `pnn-ssl reproduce` for."""
+    """The options of one `pnn-ssl reproduce` invocation."""
 
     budget: str = "quick"
     settings: str = "paper"
@@ -46,13 +48,17 @@ def reproduce(request: Request, out: Path, *, log: Callable[[str], None] = print
     """Train or reuse every planned run of `request` under `out`, then write `out/report.md`; return its path."""
     _, experiments = read_plan()
     selected = select_experiments(experiments, list(request.only), include_cifar10=request.include_cifar10)
+    training_overrides, robustness_overrides = split_overrides(list(request.overrides))
     planned = plan_runs(
         selected,
         budget=request.budget,
         settings=request.settings,
         dataset=request.dataset,
         seeds=request.seeds,
-        overrides=list(request.overrides),
+        overrides=training_overrides,
+    )
+    robustness_models, robustness_config = robustness_plan(
+        request.budget, robustness_overrides, threads=planned[0].config.train.threads if planned else 0
     )
     state = _open_state(out, request)
     invocation_started = time.perf_counter()
@@ -69,6 +75,11 @@ def reproduce(request: Request, out: Path, *, log: Callable[[str], None] = print
         state["runs"][run.name] = {"folder": str(folder.relative_to(out)), "status": status,
                                    "seconds_this_invocation": round(time.perf_counter() - started, 1)}
         state["wall_seconds"] = round(wall_before + time.perf_counter() - invocation_started, 1)
+        _write_state(out, state)
+
+    measured = [run for run in planned if run.seed == 0 and run.experiment.key in robustness_models]
+    if measured:
+        _robustness_or_reuse(out, measured, robustness_config, state, log)
         _write_state(out, state)
 
     from pnn_ssl.reporting.report import write_report
@@ -106,6 +117,26 @@ def _train(run: PlannedRun, folder: Path, *, resume: bool, log: Callable[[str], 
     except KeyboardInterrupt:
         runs.update_results(folder, status="interrupted")
         raise
+
+
+def _robustness_or_reuse(out: Path, measured: list[PlannedRun], config: RobustnessConfig, state: dict, log: Callable[[str], None]) -> None:
+    """Run the robustness suite on the first seed of the measured experiments, unless done with the same inputs."""
+    from pnn_ssl.evaluation.robustness import run_robustness
+    from pnn_ssl.reporting.robustness_figures import plot_robustness
+
+    folders = [out / "runs" / run.name for run in measured]
+    key = {"models": [folder.name for folder in folders], "config": config_module.to_dict(config)}
+    previous = state.get("robustness", {})
+    if previous.get("status") == "completed" and {k: previous.get(k) for k in key} == key:
+        log("reproduce  robustness: completed earlier with the same models and settings, reused")
+        return
+
+    log(f"reproduce  robustness suite on {', '.join(key['models'])}")
+    started = time.perf_counter()
+    state["robustness"] = {**key, "status": "running"}
+    run_robustness(folders, config, out / "robustness", log=log)
+    plot_robustness(out / "robustness")
+    state["robustness"] = {**key, "status": "completed", "seconds": round(time.perf_counter() - started, 1)}
 
 
 def _check_unchanged(run: PlannedRun, folder: Path) -> None:
