@@ -1,0 +1,6 @@
+"""Physical layers: the black-box interface and simulated devices."""
+
+from pnn_ssl.physics.analog import AnalogMatVec
+from pnn_ssl.physics.layer import PhysicalLayer
+
+__all__ = ["AnalogMatVec", "PhysicalLayer"]

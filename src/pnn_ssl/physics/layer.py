@@ -1,0 +1,57 @@
+"""The interface between a trainer and a physical layer whose forward pass is a black box.
+
+A physical layer is an `nn.Module` whose trained values are ordinary `nn.Parameter`s: the digital
+copy that an optimiser updates and that checkpoints store. The device itself is reached only through
+`run`: it sets the device to the given parameter values, sends a batch through it and returns what
+the device outputs. A trainer may call `run` and read its output, but never its gradient, so a
+gradient-free rule such as SPSA is the only way to train it (`pnn_ssl.training.zeroth_order`).
+
+A user plugs in their own device by subclassing `PhysicalLayer` and implementing `run`. It can wrap
+a Python function that simulates the device, or code that sends the parameters and the inputs to
+an instrument and reads the outputs back.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class PhysicalLayer(nn.Module):
+    """A layer evaluated only forward, with its parameters passed in explicitly.
+
+    Subclasses implement `run`. A device that can evaluate many parameter settings in one call (a
+    simulation, or hardware with parallel copies) sets `batched = True` and overrides
+    `run_batched`, and the default `run_batched` loops over the settings otherwise.
+
+    Every call of `run` and `run_batched` made by this package happens under `torch.no_grad()`, with
+    detached parameter tensors, so no autograd graph reaches the device.
+    """
+
+    batched: bool = False
+
+    def run(self, x: torch.Tensor, parameters: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Program `parameters` ({name: tensor shaped like the parameter}) and return the output for x, (B, ...) -> (B, D)."""
+        raise NotImplementedError(f"{type(self).__name__} must implement run(x, parameters)")
+
+    def run_batched(self, x: torch.Tensor, parameters: dict[str, torch.Tensor], *, stacked_input: bool) -> torch.Tensor:
+        """Evaluate P parameter settings, {name: (P, *shape)}, and return (P, B, D).
+
+        With `stacked_input`, x is (P, B, ...) and setting p gets x[p]. Otherwise all settings get
+        the same x, (B, ...).
+        """
+        count = next(iter(parameters.values())).shape[0]
+        outputs = []
+        for index in range(count):
+            setting = {name: value[index] for name, value in parameters.items()}
+            outputs.append(self.run(x[index] if stacked_input else x, setting))
+        return torch.stack(outputs)
+
+    def current_parameters(self) -> dict[str, torch.Tensor]:
+        """Return the stored parameter values, detached, as `run` takes them."""
+        return {name: parameter.detach() for name, parameter in self.named_parameters()}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Return the device output for the stored parameters; no gradient flows through it."""
+        with torch.no_grad():
+            return self.run(x, self.current_parameters())
