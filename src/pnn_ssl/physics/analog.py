@@ -93,27 +93,40 @@ class AnalogMatVec(PhysicalLayer):
         target = parameters["weight"]
         if self.bias is not None:
             target = torch.cat([target, parameters["bias"].unsqueeze(-1)], dim=-1)
+        if target.ndim == 2:
+            return self._program_one(target)
+        # One setting at a time: the whole stack at once runs several times slower on a CPU,
+        # because each elementwise step then streams tens of MB through memory.
+        conductances = torch.empty(target.shape, device=target.device)
+        for index, setting in enumerate(target.flatten(0, -3)):
+            conductances.view(-1, *target.shape[-2:])[index] = self._program_one(setting)
+        return conductances
+
+    def _program_one(self, target: torch.Tensor) -> torch.Tensor:
         conductances = self.quantise(target.float())
         if self.programming_noise:
             noise = torch.randn(conductances.shape, generator=self.generator(conductances.device), device=conductances.device)
-            conductances = conductances + noise * (self.programming_noise * self.weight_range)
+            conductances.add_(noise.mul_(self.programming_noise * self.weight_range))
         return conductances
 
-    def read(self, x: torch.Tensor, conductances: torch.Tensor, equation: str) -> torch.Tensor:
-        """Multiply through the conductances with `equation` (einsum), add read noise and apply the ReLU."""
+    def read(self, x: torch.Tensor, conductances: torch.Tensor) -> torch.Tensor:
+        """Multiply x (..., B, in) by conductances (..., out, in), add read noise and apply the ReLU.
+
+        Leading dimensions broadcast, so one input batch can pass through a stack of settings.
+        """
         x = x.flatten(-3) if x.ndim >= 4 else x  # images (..., C, H, W) become vectors
         if self.bias is not None:
             x = torch.cat([x, torch.ones_like(x[..., :1])], dim=-1)
-        y = torch.einsum(equation, x, conductances.to(x.dtype)).float()
+        y = torch.matmul(x, conductances.to(x.dtype).transpose(-1, -2)).float()
         if self.read_noise:
             y = y + torch.randn(y.shape, generator=self.generator(y.device), device=y.device) * self.read_noise
         return torch.relu(y)
 
     def run(self, x: torch.Tensor, parameters: dict[str, torch.Tensor]) -> torch.Tensor:
-        return self.read(x, self.program(parameters), "bi,oi->bo")
+        return self.read(x, self.program(parameters))
 
     def run_batched(self, x: torch.Tensor, parameters: dict[str, torch.Tensor], *, stacked_input: bool) -> torch.Tensor:
-        return self.read(x, self.program(parameters), "pbi,poi->pbo" if stacked_input else "bi,poi->pbo")
+        return self.read(x, self.program(parameters))  # (P, B, in) or a shared (B, in) broadcasts over P
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Read the device as it was last programmed, and program it again only when the weights changed."""
@@ -121,4 +134,4 @@ class AnalogMatVec(PhysicalLayer):
             versions = tuple((p.data_ptr(), p._version) for p in self.parameters())
             if self._programmed is None or self._programmed[0] != versions:
                 self._programmed = (versions, self.program(self.current_parameters()))
-            return self.read(x, self._programmed[1], "bi,oi->bo")
+            return self.read(x, self._programmed[1])
