@@ -83,7 +83,7 @@ def main() -> None:
 
     device = AnalogMatVec(784, 1000, programming_noise=0.0, read_noise=0.0)
     settings = {"weight": torch.cat([device.weight.detach() + size * directions, device.weight.detach() - size * directions])}
-    compare("analog device (einsum)", device, stage.head, objective, x, settings, runtime, args.repeats)
+    compare("analog device (matmul)", device, stage.head, objective, x, settings, runtime, args.repeats)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """A simulated analog matrix-vector multiplier (an in-memory computing crossbar) as a physical layer.
 
-The device computes y = ReLU(G x + b + read noise), where G holds the programmed conductances. The
+The device computes y = ReLU(G x + b + read noise), where G contains the programmed conductances. The
 three non-idealities act as follows. Weights and outputs share the units of the digital layer that
 the device replaces: a weight of 0.03 means the conductance that multiplies an input by 0.03.
 
