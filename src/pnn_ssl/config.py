@@ -172,9 +172,11 @@ class SPSAConfig:
 
     perturbations: int = 10  # n: perturbation directions averaged per step, 2n loss evaluations
     perturbation: float = 0.01  # c, in the units of the parameters
-    perturbation_decay: float = 0.0  # gamma; Spall recommends 0.101
-    step_decay: float = 0.0  # alpha; Spall recommends 0.602
-    stability: float = 0.0  # A; Spall suggests about 10 % of the number of steps
+    # Spall's practical values (IEEE Trans. Aerospace and Electronic Systems 34(3), 1998, as the
+    # simopt SPSA solver documents them): gamma 0.101, alpha 0.602, A about 10 % of the steps.
+    perturbation_decay: float = 0.0  # gamma
+    step_decay: float = 0.0  # alpha
+    stability: float = 0.0  # A
     # spall: (L+ - L-) / (2 c delta). reference-code: (L+ - L-) / (c delta), twice Spall's, as the
     # authors' code; the factor cancels in Adam but doubles the step of SGD.
     estimator: str = "spall"
@@ -188,11 +190,15 @@ class PhysicalConfig:
     """The layer type of the backbone, for MLPs trained layer-wise.
 
     digital: Linear -> ReLU. analog-mvm: the simulated analog matrix-vector multiplier of
-    `pnn_ssl.physics.analog` (quantised conductances, programming noise, read noise), which only
-    train.optimizer_rule=spsa can train because its forward pass is a black box.
+    `pnn_ssl.physics.analog` (quantised conductances, programming noise, read noise). custom: the
+    layers that `factory` builds. Only train.optimizer_rule=spsa trains the last two, because their
+    forward pass is a black box.
     """
 
-    layer: str = "digital"  # digital | analog-mvm
+    layer: str = "digital"  # digital | analog-mvm | custom
+    # custom: "module:function", imported and called as function(in_features, out_features, seed=...)
+    # for each layer; it returns a pnn_ssl.physics.PhysicalLayer.
+    factory: str = ""
     weight_range: float = 0.1  # w_max: weights map to conductances in [-w_max, w_max]; larger values are clipped
     levels: int = 64  # conductance levels across [-w_max, w_max] (0: no quantisation)
     programming_noise: float = 0.02  # Gaussian std of each programmed weight, relative to w_max
@@ -248,7 +254,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "spsa.views": ("per-perturbation", "shared"),
     "spsa.terms": ("all", "one-random"),
     "spsa.evaluation": ("batched", "loop"),
-    "physical.layer": ("digital", "analog-mvm"),
+    "physical.layer": ("digital", "analog-mvm", "custom"),
     "model.architecture": ("mlp", "cnn"),
     "model.batchnorm": ("train", "frozen"),
     "model.adapter_pool": ("mean", "sum"),
@@ -407,6 +413,11 @@ def _validate_spsa(config: ExperimentConfig) -> None:
             )
         if config.physical.levels == 1:
             raise ConfigError("invalid physical.levels=1; use 0 (no quantisation) or at least 2 levels")
+    if (config.physical.layer == "custom") != bool(config.physical.factory):
+        raise ConfigError(
+            f"invalid physical.factory={config.physical.factory!r} with physical.layer={config.physical.layer!r}; "
+            "physical.layer=custom needs a factory such as mypackage.devices:make_layer, and only it takes one"
+        )
     if train.optimizer_rule != "spsa":
         return
     if train.mode != "sequential" or config.model.architecture != "mlp":

@@ -311,3 +311,25 @@ def test_looped_default_of_physical_layer_matches_run():
     stacked = PhysicalLayer.run_batched(layer, x, settings, stacked_input=False)
     assert stacked.shape == (2, 4, 3)
     assert torch.equal(stacked[1], layer.run(x, {"weight": settings["weight"][1]}))
+
+
+def test_custom_device_factory_trains(tmp_path, small_overrides):
+    custom = ["physical.layer=custom", "physical.factory=helpers.devices:make_square_law_layer", "train.keep_every=3"]
+    config = config_module.resolve(["paper"], [*small_overrides, *SPSA_OVERRIDES, *custom])
+    folder = runs.claim_run_folder(tmp_path / "run")
+    layerwise.train(config, folder, log=_quiet)
+    before, after = _state(folder, "epoch-0000.pt"), _state(folder, "last.pt")
+    assert not torch.equal(before["stages.0.layer.weight"], after["stages.0.layer.weight"])
+    assert not torch.equal(before["stages.1.layer.weight"], after["stages.1.layer.weight"])
+
+
+def test_custom_device_factory_errors_are_named(small_overrides):
+    network_shape = (1, 28, 28)
+    for factory, message in (("helpers.devices:missing", "could not be imported"),
+                             ("torch.nn:Identity", "returned Identity, not a PhysicalLayer")):
+        config = config_module.resolve(["paper"], [*small_overrides, *SPSA_OVERRIDES, "physical.layer=custom",
+                                                   f"physical.factory={factory}"])
+        with pytest.raises(config_module.ConfigError, match=message):
+            layerwise.build_network(config, network_shape)
+    with pytest.raises(config_module.ConfigError, match="physical.layer=custom needs a factory"):
+        config_module.resolve(["paper"], [*SPSA_OVERRIDES, "physical.layer=custom"])

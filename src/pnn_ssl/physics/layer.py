@@ -6,12 +6,14 @@ copy that an optimiser updates and that checkpoints store. The device itself is 
 the device outputs. A trainer may call `run` and read its output, but never its gradient, so a
 gradient-free rule such as SPSA is the only way to train it (`pnn_ssl.training.zeroth_order`).
 
-A user plugs in their own device by subclassing `PhysicalLayer` and implementing `run`. It can wrap
-a Python function that simulates the device, or code that sends the parameters and the inputs to
-an instrument and reads the outputs back.
+A user plugs in their own device by subclassing `PhysicalLayer` and implementing `run`, or by
+wrapping a function in `FunctionLayer`. Either can simulate the device, or send the parameters and
+the inputs to an instrument and read the outputs back.
 """
 
 from __future__ import annotations
+
+from typing import Callable
 
 import torch
 from torch import nn
@@ -55,3 +57,22 @@ class PhysicalLayer(nn.Module):
         """Return the device output for the stored parameters; no gradient flows through it."""
         with torch.no_grad():
             return self.run(x, self.current_parameters())
+
+
+class FunctionLayer(PhysicalLayer):
+    """A physical layer around a plain function `function(x, parameters) -> output`.
+
+    `parameters` gives the initial value of each trained tensor by name. The function may simulate
+    a device, or send the parameters and the batch to an instrument and return what it measures, as
+    a tensor on the device of x. It is called once per parameter setting.
+    """
+
+    def __init__(self, function: Callable[[torch.Tensor, dict[str, torch.Tensor]], torch.Tensor],
+                 parameters: dict[str, torch.Tensor]) -> None:
+        super().__init__()
+        self.function = function
+        for name, value in parameters.items():
+            self.register_parameter(name, nn.Parameter(value.detach().clone()))
+
+    def run(self, x: torch.Tensor, parameters: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.function(x, parameters)

@@ -21,6 +21,8 @@ repeats what an uninterrupted one would have done.
 from __future__ import annotations
 
 import dataclasses
+import functools
+import importlib
 import itertools
 import math
 import time
@@ -33,11 +35,11 @@ import torch
 from torch import nn
 
 from pnn_ssl import runs
-from pnn_ssl.config import AugmentConfig, ExperimentConfig, LossConfig, model_depth
+from pnn_ssl.config import AugmentConfig, ConfigError, ExperimentConfig, LossConfig, model_depth
 from pnn_ssl.data.augment import augment
 from pnn_ssl.data.sources import ImageDataset
 from pnn_ssl.models.stages import StagedNetwork, cnn_network, mlp_network
-from pnn_ssl.physics import AnalogMatVec
+from pnn_ssl.physics import AnalogMatVec, PhysicalLayer
 from pnn_ssl.training.end_to_end import (
     Objective,
     TrainingStopped,
@@ -92,23 +94,37 @@ def build_network(config: ExperimentConfig, image_shape: tuple[int, int, int]) -
         bias=model.bias,
         projector_bias=model.projector_bias,
         projector_batchnorm=model.projector_batchnorm,
-        make_layer=_analog_layer_factory(config) if config.physical.layer == "analog-mvm" else None,
+        make_layer=None if config.physical.layer == "digital" else _physical_layer_factory(config),
     )
 
 
-def _analog_layer_factory(config: ExperimentConfig) -> Callable[[int, int], nn.Module]:
-    """Return a builder of simulated analog layers; layer k's noise generator is seeded from (seed, "device", k)."""
+def _physical_layer_factory(config: ExperimentConfig) -> Callable[[int, int], nn.Module]:
+    """Return a builder of physical layers; layer k's noise generator is seeded from (seed, "device", k)."""
     physical = config.physical
     layer_numbers = itertools.count(1)
-
-    def make_layer(in_features: int, out_features: int) -> nn.Module:
-        return AnalogMatVec(
-            in_features, out_features, bias=config.model.bias, weight_range=physical.weight_range,
-            levels=physical.levels, programming_noise=physical.programming_noise, read_noise=physical.read_noise,
-            seed=derive_seed(config.seed, "device", next(layer_numbers)),
+    if physical.layer == "custom":
+        build = _import_factory(physical.factory)
+    else:
+        build = functools.partial(
+            AnalogMatVec, bias=config.model.bias, weight_range=physical.weight_range, levels=physical.levels,
+            programming_noise=physical.programming_noise, read_noise=physical.read_noise,
         )
 
+    def make_layer(in_features: int, out_features: int) -> nn.Module:
+        layer = build(in_features, out_features, seed=derive_seed(config.seed, "device", next(layer_numbers)))
+        if not isinstance(layer, PhysicalLayer):
+            raise ConfigError(f"physical.factory={physical.factory!r} returned {type(layer).__name__}, not a PhysicalLayer")
+        return layer
+
     return make_layer
+
+
+def _import_factory(text: str) -> Callable[..., nn.Module]:
+    module_name, _, name = text.partition(":")
+    try:
+        return getattr(importlib.import_module(module_name), name)
+    except (ImportError, AttributeError, ValueError) as error:
+        raise ConfigError(f"physical.factory={text!r} could not be imported ({error}); expected module:function") from error
 
 
 @dataclass(frozen=True)
