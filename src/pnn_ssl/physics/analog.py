@@ -36,8 +36,6 @@ class AnalogMatVec(PhysicalLayer):
     with `seed` and created on the device of the first input.
     """
 
-    batched = True
-
     def __init__(
         self,
         in_features: int,

@@ -23,14 +23,12 @@ class PhysicalLayer(nn.Module):
     """A layer evaluated only forward, with its parameters passed in explicitly.
 
     Subclasses implement `run`. A device that can evaluate many parameter settings in one call (a
-    simulation, or hardware with parallel copies) sets `batched = True` and overrides
-    `run_batched`, and the default `run_batched` loops over the settings otherwise.
+    simulation, or hardware with parallel copies) also overrides `run_batched`, whose default
+    loops over the settings.
 
     Every call of `run` and `run_batched` made by this package happens under `torch.no_grad()`, with
     detached parameter tensors, so no autograd graph reaches the device.
     """
-
-    batched: bool = False
 
     def run(self, x: torch.Tensor, parameters: dict[str, torch.Tensor]) -> torch.Tensor:
         """Program `parameters` ({name: tensor shaped like the parameter}) and return the output for x, (B, ...) -> (B, D)."""
