@@ -133,3 +133,17 @@ def test_probe_command_on_layerwise_run(tmp_path, tiny_args):
     assert cli.main(["probe", str(folder), "--set", "probe.layers=[2]", "--set", "probe.converged=ridge"]) == 0
     probes = json.loads((folder / "results.json").read_text())["probes"]
     assert any("ridge" in epoch.get("layer-2", {}) for epoch in probes.values())
+
+
+@pytest.mark.parametrize("preset", ["spsa-cpu", "spsa-analog-cpu"])
+def test_spsa_preset_trains_and_probes(tmp_path, tiny_args, capsys, preset):
+    folder = tmp_path / "run"
+    args = ["train", "--preset", preset, "--preset", "smoke", *tiny_args, "--set", "train.epochs=1",
+            "--set", "train.threads=0", "--set", "probe.layers=[1, 2]", "--run-dir", str(folder)]
+    assert cli.main(args) == 0
+    output = capsys.readouterr().out
+    assert "stage 2/2  epoch    1/1" in output
+    assert "probe  epoch    2  layer 2  test accuracy %: adam" in output
+    assert json.loads((folder / "results.json").read_text())["status"] == "completed"
+    assert cli.main(["probe", str(folder), "--checkpoint", "epoch-0000.pt"]) == 0  # the untrained layers
+    assert "epoch-0" in json.loads((folder / "results.json").read_text())["probes"]

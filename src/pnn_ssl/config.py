@@ -138,9 +138,14 @@ class TrainConfig:
     # `epochs` epochs, then layer 2, and so on, each with its own loss and projector, earlier layers
     # frozen. simultaneous: every layer's own loss on every step, layer inputs detached.
     mode: str = "end-to-end"
+    # backprop: gradients by autograd. spsa: gradients estimated from forward passes only (the `spsa`
+    # section); it trains one stage at a time, so it needs mode=sequential.
+    optimizer_rule: str = "backprop"
+    optimizer: str = "adam"  # adam (default betas) | sgd
+    momentum: float = 0.0  # SGD only; the authors' SPSA SGD runs used 0.9
     epochs: int = 1000  # appendix B.2 (per layer in sequential mode); supervised: 50 without, 100 with augmentation
     batch_size: int = 256
-    lr: float = 1e-4  # Adam with default betas
+    lr: float = 1e-4  # Adam with default betas; the step size a_0 of an SPSA run
     weight_decay: float = 0.0  # the authors' end-to-end SSL code used 1e-6
     drop_last: bool = False
     precision: str = "bf16"  # bf16 (autocast, fp32 master weights) | fp32
@@ -152,6 +157,52 @@ class TrainConfig:
     keep_every: int = 0  # also keep checkpoints/epoch-NNNN.pt every N epochs (0: never)
     probe_every: int = 0  # run the linear probe during training every N epochs (0: only at the end)
     collapse_std: float = 1e-4  # stop when the mean per-feature std of the embedding falls below this
+
+
+@dataclass(frozen=True)
+class SPSAConfig:
+    """Simultaneous perturbation stochastic approximation (Spall, 1992) of a stage's gradient.
+
+    Used when train.optimizer_rule=spsa. Step k (0-based within a stage) perturbs every trained
+    parameter by +-c_k * delta with Rademacher delta, c_k = perturbation / (k + 1)^perturbation_decay,
+    and scales the learning rate by ((stability + 1) / (stability + k + 1))^step_decay, so that
+    a_k = train.lr at k = 0 as in Spall's a / (A + k + 1)^alpha. The defaults are the authors' SPSA
+    notebooks: n = 10, c = 0.01, no decay.
+    """
+
+    perturbations: int = 10  # n: perturbation directions averaged per step, 2n loss evaluations
+    perturbation: float = 0.01  # c, in the units of the parameters
+    # Spall's practical values (IEEE Trans. Aerospace and Electronic Systems 34(3), 1998, as the
+    # simopt SPSA solver documents them): gamma 0.101, alpha 0.602, A about 10 % of the steps.
+    perturbation_decay: float = 0.0  # gamma
+    step_decay: float = 0.0  # alpha
+    stability: float = 0.0  # A
+    # spall: (L+ - L-) / (2 c delta). reference-code: (L+ - L-) / (c delta), twice Spall's, as the
+    # authors' code; the factor cancels in Adam but doubles the step of SGD.
+    estimator: str = "spall"
+    views: str = "per-perturbation"  # per-perturbation: a fresh pair of views per direction (the authors') | shared
+    terms: str = "all"  # all: the whole objective | one-random: one weighted term per step, drawn uniformly
+    evaluation: str = "batched"  # batched: one forward over the 2n stacked parameter sets | loop: 2n forwards
+
+
+@dataclass(frozen=True)
+class PhysicalConfig:
+    """The layer type of the backbone, for MLPs trained layer-wise.
+
+    digital: Linear -> ReLU. analog-mvm: the simulated analog matrix-vector multiplier of
+    `pnn_ssl.physics.analog` (quantised conductances, programming noise, read noise). custom: the
+    layers that `factory` builds. Only train.optimizer_rule=spsa trains the last two, because their
+    forward pass is a black box.
+    """
+
+    layer: str = "digital"  # digital | analog-mvm | custom
+    # custom: "module:function", imported and called as function(in_features, out_features, seed=...)
+    # for each layer; it returns a pnn_ssl.physics.PhysicalLayer.
+    factory: str = ""
+    weight_range: float = 0.1  # w_max: weights map to conductances in [-w_max, w_max]; larger values are clipped
+    levels: int = 64  # conductance levels across [-w_max, w_max] (0: no quantisation)
+    programming_noise: float = 0.02  # Gaussian std of each programmed weight, relative to w_max
+    read_noise: float = 0.01  # Gaussian std added to every output of every read, in output units
 
 
 @dataclass(frozen=True)
@@ -181,6 +232,8 @@ class ExperimentConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    spsa: SPSAConfig = field(default_factory=SPSAConfig)
+    physical: PhysicalConfig = field(default_factory=PhysicalConfig)
     probe: ProbeConfig = field(default_factory=ProbeConfig)
 
     def __post_init__(self) -> None:
@@ -195,6 +248,13 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "loss.bt_std": ("biased", "unbiased"),
     "train.precision": ("bf16", "fp32"),
     "train.mode": ("end-to-end", "sequential", "simultaneous"),
+    "train.optimizer_rule": ("backprop", "spsa"),
+    "train.optimizer": ("adam", "sgd"),
+    "spsa.estimator": ("spall", "reference-code"),
+    "spsa.views": ("per-perturbation", "shared"),
+    "spsa.terms": ("all", "one-random"),
+    "spsa.evaluation": ("batched", "loop"),
+    "physical.layer": ("digital", "analog-mvm", "custom"),
     "model.architecture": ("mlp", "cnn"),
     "model.batchnorm": ("train", "frozen"),
     "model.adapter_pool": ("mean", "sum"),
@@ -211,6 +271,9 @@ _POSITIVE = (
     "probe.lr",
     "probe.repeats",
     "probe.lbfgs_max_iter",
+    "spsa.perturbations",
+    "spsa.perturbation",
+    "physical.weight_range",
 )
 
 _NON_NEGATIVE = (
@@ -234,6 +297,13 @@ _NON_NEGATIVE = (
     "loss.std_coeff",
     "loss.cov_coeff",
     "loss.bt_lambda",
+    "train.momentum",
+    "spsa.perturbation_decay",
+    "spsa.step_decay",
+    "spsa.stability",
+    "physical.levels",
+    "physical.programming_noise",
+    "physical.read_noise",
 )
 
 _PROBABILITIES = ("augment.hflip_p", "augment.grayscale_p", "augment.solarize_p")
@@ -277,6 +347,7 @@ def validate(config: ExperimentConfig) -> None:
     if config.loss.bt_off_diagonal_power not in (2, 4):
         raise ConfigError(f"invalid loss.bt_off_diagonal_power={config.loss.bt_off_diagonal_power!r}; expected 2 or 4")
     _validate_layerwise(config)
+    _validate_spsa(config)
     depth = model_depth(config.model)
     for layer in config.probe.layers:
         if layer == 0 or not -depth <= layer <= depth:
@@ -328,6 +399,37 @@ def _validate_layerwise(config: ExperimentConfig) -> None:
         raise ConfigError(
             "invalid train.compile=true for a CNN or layer-wise run; torch.compile is supported only by the "
             "end-to-end MLP trainer, so set train.compile=false"
+        )
+
+
+def _validate_spsa(config: ExperimentConfig) -> None:
+    """Check the combinations that SPSA and the physical layers cannot run."""
+    train = config.train
+    if config.physical.layer != "digital":
+        if train.optimizer_rule != "spsa":
+            raise ConfigError(
+                f"invalid physical.layer={config.physical.layer!r} with train.optimizer_rule={train.optimizer_rule!r}; "
+                "a physical layer has no gradient, so set train.optimizer_rule=spsa"
+            )
+        if config.physical.levels == 1:
+            raise ConfigError("invalid physical.levels=1; use 0 (no quantisation) or at least 2 levels")
+    if (config.physical.layer == "custom") != bool(config.physical.factory):
+        raise ConfigError(
+            f"invalid physical.factory={config.physical.factory!r} with physical.layer={config.physical.layer!r}; "
+            "physical.layer=custom needs a factory such as mypackage.devices:make_layer, and only it takes one"
+        )
+    if train.optimizer_rule != "spsa":
+        return
+    if train.mode != "sequential" or config.model.architecture != "mlp":
+        raise ConfigError(
+            f"invalid train.optimizer_rule='spsa' with train.mode={train.mode!r} and model.architecture="
+            f"{config.model.architecture!r}; SPSA trains one MLP layer at a time, so use train.mode=sequential "
+            "and model.architecture=mlp"
+        )
+    if config.model.projector_batchnorm:
+        raise ConfigError(
+            "invalid model.projector_batchnorm=true with train.optimizer_rule='spsa'; the fixed random projectors "
+            "of an SPSA run see all 2n perturbed batches at once, so set model.projector_batchnorm=false"
         )
 
 

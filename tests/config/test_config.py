@@ -112,3 +112,28 @@ def test_missing_cuda_device_is_a_config_error():
             resolve_device("cuda")
     with pytest.raises(ConfigError, match=r"invalid train.device='gpu0'"):
         resolve_device("gpu0")
+
+
+def test_spsa_reference_code_preset_has_authors_settings():
+    config = config_module.resolve(["spsa-reference-code"])
+    assert (config.train.optimizer_rule, config.train.mode, config.train.epochs, config.train.batch_size) == (
+        "spsa", "sequential", 800, 128
+    )
+    assert (config.spsa.perturbations, config.spsa.perturbation, config.spsa.estimator) == (10, 0.01, "reference-code")
+    assert (config.loss.objective, config.loss.bt_off_diagonal_power, config.loss.bt_lambda) == ("barlow-twins", 4, 5e-3)
+    assert config.model.widths == (1000, 1000)
+
+
+def test_spsa_combinations_are_rejected_by_name():
+    with pytest.raises(ConfigError, match=r"optimizer_rule='spsa' with train.mode='end-to-end'.*train.mode=sequential"):
+        config_module.resolve([], ["train.optimizer_rule=spsa"])
+    with pytest.raises(ConfigError, match=r"physical.layer='analog-mvm' with train.optimizer_rule='backprop'"):
+        config_module.resolve([], ["physical.layer=analog-mvm", "train.mode=sequential"])
+    with pytest.raises(ConfigError, match=r"model.projector_batchnorm=true"):
+        config_module.resolve(["spsa-cpu"], ["model.projector_batchnorm=true"])
+    with pytest.raises(ConfigError, match=r"invalid physical.levels=1"):
+        config_module.resolve(["spsa-analog-cpu"], ["physical.levels=1"])
+    with pytest.raises(ConfigError, match=r"invalid spsa.estimator='spal'; expected one of spall, reference-code"):
+        config_module.resolve(["spsa-cpu"], ["spsa.estimator=spal"])
+    with pytest.raises(ConfigError, match=r"invalid spsa.perturbations=0; it must be greater than 0"):
+        config_module.resolve(["spsa-cpu"], ["spsa.perturbations=0"])

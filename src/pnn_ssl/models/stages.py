@@ -12,6 +12,8 @@ built after the same seed, whenever the same heads exist.
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 from torch import nn
 
@@ -91,11 +93,17 @@ def mlp_network(
     bias: bool = True,
     projector_bias: bool = True,
     projector_batchnorm: bool = False,
+    make_layer: Callable[[int, int], nn.Module] | None = None,
 ) -> StagedNetwork:
-    """Build Linear -> ReLU stages of `widths`, with a projector on each stage in `head_stages`."""
+    """Build Linear -> ReLU stages of `widths`, with a projector on each stage in `head_stages`.
+
+    `make_layer(in_features, out_features)` builds each layer in place of `DenseLayer`, for
+    physical layers.
+    """
     _check_head_stages(head_stages, len(widths))
     sizes = (in_features, *widths)
-    layers = [DenseLayer(a, b, bias=bias) for a, b in zip(sizes[:-1], sizes[1:])]
+    make_layer = make_layer or (lambda a, b: DenseLayer(a, b, bias=bias))
+    layers = [make_layer(a, b) for a, b in zip(sizes[:-1], sizes[1:])]
     heads = {
         number: Projector(widths[number - 1], projector_widths, bias=projector_bias, batchnorm=projector_batchnorm)
         for number in sorted(head_stages)

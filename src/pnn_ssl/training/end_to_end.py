@@ -87,6 +87,8 @@ def make_objective(loss: LossConfig) -> Objective:
 
 def make_optimizer(model: nn.Module, config: ExperimentConfig, runtime: Runtime) -> torch.optim.Optimizer:
     train = config.train
+    if train.optimizer == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=train.lr, momentum=train.momentum, weight_decay=train.weight_decay)
     fused = train.fused_adam and runtime.device.type in ("cpu", "cuda")
     return torch.optim.Adam(model.parameters(), lr=train.lr, weight_decay=train.weight_decay, fused=fused)
 

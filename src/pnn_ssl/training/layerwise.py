@@ -21,6 +21,9 @@ repeats what an uninterrupted one would have done.
 from __future__ import annotations
 
 import dataclasses
+import functools
+import importlib
+import itertools
 import math
 import time
 from collections import defaultdict
@@ -32,10 +35,11 @@ import torch
 from torch import nn
 
 from pnn_ssl import runs
-from pnn_ssl.config import AugmentConfig, ExperimentConfig, LossConfig, model_depth
+from pnn_ssl.config import AugmentConfig, ConfigError, ExperimentConfig, LossConfig, model_depth
 from pnn_ssl.data.augment import augment
 from pnn_ssl.data.sources import ImageDataset
 from pnn_ssl.models.stages import StagedNetwork, cnn_network, mlp_network
+from pnn_ssl.physics import AnalogMatVec, PhysicalLayer
 from pnn_ssl.training.end_to_end import (
     Objective,
     TrainingStopped,
@@ -49,7 +53,8 @@ from pnn_ssl.training.end_to_end import (
     save_checkpoint,
 )
 from pnn_ssl.training.probing import probe_backbone, resolve_layers
-from pnn_ssl.training.runtime import Runtime, seed_everything, setup_runtime
+from pnn_ssl.training.runtime import Runtime, derive_seed, seed_everything, setup_runtime
+from pnn_ssl.training.zeroth_order import spsa_step, steps_per_epoch, term_weights
 
 # The trainer warns above this many parameters. The authors' 8192-wide CIFAR-10 projectors reach 0.5 billion.
 LARGE_MODEL_PARAMETERS = 100_000_000
@@ -89,7 +94,37 @@ def build_network(config: ExperimentConfig, image_shape: tuple[int, int, int]) -
         bias=model.bias,
         projector_bias=model.projector_bias,
         projector_batchnorm=model.projector_batchnorm,
+        make_layer=None if config.physical.layer == "digital" else _physical_layer_factory(config),
     )
+
+
+def _physical_layer_factory(config: ExperimentConfig) -> Callable[[int, int], nn.Module]:
+    """Return a builder of physical layers; layer k's noise generator is seeded from (seed, "device", k)."""
+    physical = config.physical
+    layer_numbers = itertools.count(1)
+    if physical.layer == "custom":
+        build = _import_factory(physical.factory)
+    else:
+        build = functools.partial(
+            AnalogMatVec, bias=config.model.bias, weight_range=physical.weight_range, levels=physical.levels,
+            programming_noise=physical.programming_noise, read_noise=physical.read_noise,
+        )
+
+    def make_layer(in_features: int, out_features: int) -> nn.Module:
+        layer = build(in_features, out_features, seed=derive_seed(config.seed, "device", next(layer_numbers)))
+        if not isinstance(layer, PhysicalLayer):
+            raise ConfigError(f"physical.factory={physical.factory!r} returned {type(layer).__name__}, not a PhysicalLayer")
+        return layer
+
+    return make_layer
+
+
+def _import_factory(text: str) -> Callable[..., nn.Module]:
+    module_name, _, name = text.partition(":")
+    try:
+        return getattr(importlib.import_module(module_name), name)
+    except (ImportError, AttributeError, ValueError) as error:
+        raise ConfigError(f"physical.factory={text!r} could not be imported ({error}); expected module:function") from error
 
 
 @dataclass(frozen=True)
@@ -163,10 +198,18 @@ def stage_embeddings(network: StagedNetwork, x: torch.Tensor, phase: Phase) -> d
 
 
 def begin_phase(network: StagedNetwork, phase: Phase, config: ExperimentConfig, runtime: Runtime) -> torch.optim.Optimizer:
-    """Freeze every stage outside `phase.trained` and return a fresh optimiser over the trained ones."""
+    """Freeze every stage outside `phase.trained` and return a fresh optimiser over the trained ones.
+
+    With SPSA the projectors stay at their random initialisation, so only the layers are trained.
+    """
     for number in range(1, network.depth + 1):
         network.stage(number).requires_grad_(number in phase.trained)
-    trained = nn.ModuleList(network.stage(number) for number in phase.trained)
+    if config.train.optimizer_rule == "spsa":
+        for number in phase.trained:
+            network.stage(number).head.requires_grad_(False)
+        trained = nn.ModuleList(network.stage(number).layer for number in phase.trained)
+    else:
+        trained = nn.ModuleList(network.stage(number) for number in phase.trained)
     return make_optimizer(trained, config, runtime)
 
 
@@ -188,21 +231,29 @@ class _StagedEpoch:
         self.optimizer = optimizer
         self.phase = phase
         self.objectives = objectives
+        self.config = config
         self.runtime = runtime
         self.prepare = prepare
         self.augment_config = config.augment
         self.augment_generator = runtime.generator(config.seed, "augment", epoch)
+        # SPSA's directions and drawn loss terms, with the coefficients of every stage's terms.
+        self.perturbation_generator = runtime.generator(config.seed, "perturbation", epoch)
+        self.term_generator = runtime.generator(config.seed, "term", epoch)
+        self.term_weights = {
+            number: term_weights(config.loss, coefficients)
+            for number, coefficients in enumerate(layer_coefficients(config.loss, network.depth), start=1)
+        }
         self.augmenting = config.augment != AugmentConfig()
         self.totals: dict[str, torch.Tensor] = defaultdict(lambda: torch.zeros((), device=runtime.device))
 
     def view(self, x: torch.Tensor) -> torch.Tensor:
         return augment(x, self.augment_config, self.augment_generator) if self.augmenting else x
 
-    def record(self, number: int, loss: torch.Tensor, terms: dict[str, torch.Tensor], z_a: torch.Tensor, batch: int) -> None:
+    def record(self, number: int, loss: torch.Tensor, terms: dict[str, torch.Tensor], embedding_std: torch.Tensor, batch: int) -> None:
         self.totals[f"stage{number}_loss"] += loss.detach() * batch
         for name, value in terms.items():
             self.totals[f"stage{number}_loss_{name}"] += value.detach() * batch
-        self.totals[f"stage{number}_embedding_std"] += z_a.detach().std(0).mean() * batch
+        self.totals[f"stage{number}_embedding_std"] += embedding_std.detach() * batch
 
 
 def _step(context: _StagedEpoch, images: torch.Tensor) -> None:
@@ -218,7 +269,7 @@ def _step(context: _StagedEpoch, images: torch.Tensor) -> None:
         z_a, z_b = z.float().chunk(2)
         loss, terms = context.objectives[number](z_a, z_b)
         total = loss if total is None else total + loss
-        context.record(number, loss, terms, z_a, batch)
+        context.record(number, loss, terms, z_a.detach().std(0).mean(), batch)
 
     context.optimizer.zero_grad(set_to_none=True)
     total.backward()
@@ -229,7 +280,8 @@ def _step(context: _StagedEpoch, images: torch.Tensor) -> None:
 def run_stage_epoch(network, optimizer, phase: Phase, objectives, dataset: ImageDataset, config: ExperimentConfig, runtime: Runtime, prepare, epoch: int) -> dict[str, float]:
     """Train the stages of `phase` for one epoch and return its mean metrics (training set, with augmentation).
 
-    `loss` is the summed objective, `embedding_std` the smallest stage's mean per-feature std.
+    `loss` is the summed objective, `embedding_std` the smallest stage's mean per-feature std. With
+    SPSA both are means over the 2n perturbed evaluations of each step.
     """
     set_train_modes(network, phase)
     context = _StagedEpoch(network, optimizer, phase, objectives, config, runtime, prepare, epoch)
@@ -240,8 +292,14 @@ def run_stage_epoch(network, optimizer, phase: Phase, objectives, dataset: Image
     if stop == 0:
         raise ValueError(f"train.batch_size={batch_size} is larger than the {n} training images with train.drop_last=true")
 
-    for start in batch_progress(range(0, stop, batch_size), epoch):
-        _step(context, dataset.train_images[order[start : start + batch_size]])
+    spsa = config.train.optimizer_rule == "spsa"
+    first_step = (epoch - phase.first_epoch) * steps_per_epoch(n, batch_size, config.train.drop_last)
+    for index, start in enumerate(batch_progress(range(0, stop, batch_size), epoch)):
+        images = dataset.train_images[order[start : start + batch_size]]
+        if spsa:
+            spsa_step(context, images, first_step + index)
+        else:
+            _step(context, images)
 
     stats = {name: float(total) / stop for name, total in context.totals.items()}
     stats["embedding_std"] = min(stats[f"stage{number}_embedding_std"] for number in phase.losses)
