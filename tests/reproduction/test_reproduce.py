@@ -24,7 +24,7 @@ REPORT_SECTIONS = (
     "### neuron-pruning",
     "## Runs",
 )
-MNIST_EXPERIMENTS = ("supervised", "supervised-aug", "vicreg-mlp", "layerwise-mlp", "layerwise-cnn")
+MNIST_EXPERIMENTS = ("supervised", "supervised-aug", "vicreg-mlp", "layerwise-mlp", "layerwise-cnn", "spsa-mlp")
 
 
 @pytest.fixture
@@ -45,7 +45,7 @@ def test_smoke_reproduction_writes_every_section(tmp_path, tiny_data, capsys):
     assert (out / "figures" / "compare-first-layer-weights.png").exists()
     state = json.loads((out / "reproduce.json").read_text())
     assert set(state["runs"]) == {f"{key}-seed0" for key in MNIST_EXPERIMENTS}
-    assert "reproduce  [5/5] layerwise-cnn-seed0" in capsys.readouterr().out
+    assert "reproduce  [6/6] spsa-mlp-seed0" in capsys.readouterr().out
 
 
 def test_interrupted_reproduction_continues(tmp_path, tiny_data):
