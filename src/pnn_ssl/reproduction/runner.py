@@ -80,6 +80,7 @@ def reproduce(request: Request, out: Path, *, log: Callable[[str], None] = print
     measured = [run for run in planned if run.seed == 0 and run.experiment.key in robustness_models]
     if measured:
         _robustness_or_reuse(out, measured, robustness_config, state, log)
+        state["wall_seconds"] = round(wall_before + time.perf_counter() - invocation_started, 1)
         _write_state(out, state)
 
     from pnn_ssl.reporting.report import write_report
