@@ -41,6 +41,7 @@ def plot_robustness(folder: Path) -> list[Path]:
     if not path.exists():
         raise runs.RunFolderError(f"{path} not found; run pnn-ssl robustness first")
     rows = runs.TidyCSV(path, ()).read()
+    stamp = provenance(folder)
     target = folder / "figures"
     target.mkdir(exist_ok=True)
     written = []
@@ -48,21 +49,21 @@ def plot_robustness(folder: Path) -> list[Path]:
     for kind, (stem, title, x_column, x_label) in NOISE_FIGURES.items():
         if kind in kinds:
             figure = delta_figure([summarise(rows, kind, x_column)], [x_label], f"{title}\n{_probe_text(rows)}")
-            written.append(_save(figure, target / f"{stem}.png"))
+            written.append(_save_stamped(figure, target / f"{stem}.png", stamp))
     if "neuron-pruning" in kinds:
         tables = [summarise(rows, "neuron-pruning", "pruned_fraction"), summarise(rows, "neuron-pruning", "threshold")]
         labels = ["fraction of neurons pruned", "threshold on mean activation"]
         figure = delta_figure(tables, labels, f"Neuron pruning by mean training activation\n{_probe_text(rows)}")
-        written.append(_save(figure, target / "robustness-neuron-pruning.png"))
+        written.append(_save_stamped(figure, target / "robustness-neuron-pruning.png", stamp))
     if "weight-noise" in kinds:
         table = summarise(rows, "weight-noise", "relative_change")
         figure = delta_figure([table], ["mean relative change of the weights (%)"], f"Weight noise against relative weight change\n{_probe_text(rows)}")
-        written.append(_save(figure, target / "robustness-relative-change.png"))
+        written.append(_save_stamped(figure, target / "robustness-relative-change.png", stamp))
     if (folder / "sparsity.csv").exists():
-        written.append(_save(sparsity_figure(runs.TidyCSV(folder / "sparsity.csv", ()).read()), target / "robustness-sparsity.png"))
+        written.append(_save_stamped(sparsity_figure(runs.TidyCSV(folder / "sparsity.csv", ()).read()), target / "robustness-sparsity.png", stamp))
     if (folder / "weight-histograms.csv").exists():
         histograms = runs.TidyCSV(folder / "weight-histograms.csv", ()).read()
-        written.append(_save(histogram_figure(histograms), target / "robustness-weight-histograms.png"))
+        written.append(_save_stamped(histogram_figure(histograms), target / "robustness-weight-histograms.png", stamp))
     return written
 
 
@@ -150,6 +151,20 @@ def histogram_figure(rows: list[dict]) -> Figure:
     panels[0].legend(fontsize=6)
     figure.suptitle("Weight distributions on shared bins", fontsize=9)
     return figure
+
+
+def provenance(folder: Path) -> str:
+    """Name the machine and the run time of the suite whose files are in `folder`, for a figure's footer."""
+    environment = runs.read_json(folder / "environment.json")
+    machine = environment.get("cuda_device") or environment.get("cpu_model") or "unknown machine"
+    seconds = sum(run.get("seconds", 0.0) for run in runs.read_json(folder / "robustness.json").get("runs", {}).values())
+    return f"{folder.name}: measured on {machine}, torch {environment.get('torch', '?')}, {seconds / 60:.1f} min for the suite"
+
+
+def _save_stamped(figure: Figure, path: Path, stamp: str) -> Path:
+    figure.get_layout_engine().set(rect=(0, 0.04, 1, 0.96))  # a band at the bottom for the footer
+    figure.text(0.005, 0.005, stamp, fontsize=6, color="gray", ha="left", va="bottom")
+    return _save(figure, path)
 
 
 def _save(figure: Figure, path: Path) -> Path:
