@@ -147,3 +147,40 @@ def test_spsa_preset_trains_and_probes(tmp_path, tiny_args, capsys, preset):
     assert json.loads((folder / "results.json").read_text())["status"] == "completed"
     assert cli.main(["probe", str(folder), "--checkpoint", "epoch-0000.pt"]) == 0  # the untrained layers
     assert "epoch-0" in json.loads((folder / "results.json").read_text())["probes"]
+
+
+def test_resume_accepts_thread_count(tmp_path, tiny_args, capsys):
+    folder = tmp_path / "run"
+    assert cli.main(["train", "--preset", "smoke", *tiny_args, "--set", "train.epochs=1", "--run-dir", str(folder)]) == 0
+    runs.update_results(folder, status="interrupted")
+    assert cli.main(["train", "--resume", str(folder), "--set", "train.threads=1"]) == 0
+    assert runs.read_json(folder / "results.json")["status"] == "completed"
+    assert runs.read_config(folder).train.threads == 1
+
+
+def test_resume_rejects_other_overrides(tmp_path, tiny_args, capsys):
+    folder = tmp_path / "run"
+    assert cli.main(["train", "--preset", "smoke", *tiny_args, "--set", "train.epochs=1", "--run-dir", str(folder)]) == 0
+    assert cli.main(["train", "--resume", str(folder), "--set", "train.lr=0.5"]) == 2
+    assert "use --set only for train.threads, train.device" in capsys.readouterr().err
+    assert cli.main(["train", "--resume", str(folder), "--preset", "smoke"]) == 2
+
+
+def test_robustness_keeps_earlier_results(tmp_path, capsys):
+    out = tmp_path / "robustness"
+    out.mkdir()
+    (out / "robustness.csv").write_text("model\n")
+    folder = tmp_path / "run"
+    folder.mkdir()
+    (folder / "config.yaml").write_text("name: x\n")
+    assert cli.main(["robustness", str(folder), "--out", str(out)]) == 2
+    assert "already contains robustness results" in capsys.readouterr().err
+    assert (out / "robustness.csv").read_text() == "model\n"
+
+
+def test_reproduce_rejects_file_as_output(tmp_path, capsys):
+    target = tmp_path / "report.log"
+    target.write_text("keep me\n")
+    assert cli.main(["reproduce", "--budget", "smoke", "--out", str(target)]) == 2
+    assert "is a file, not a folder" in capsys.readouterr().err
+    assert target.read_text() == "keep me\n"

@@ -37,18 +37,32 @@ def _resolve(args: argparse.Namespace) -> config_module.ExperimentConfig:
     return config_module.resolve(args.preset or ["paper"], args.overrides)
 
 
+# Fields that change how a run executes but not what it computes, so a resumed run may set them.
+RESUME_FIELDS = ("train.threads", "train.device")
+
+
+def _setting(text: str) -> str:
+    """Return the dotted key of a `key=value` override."""
+    return text.split("=", 1)[0].strip()
+
+
 def command_train(args: argparse.Namespace) -> int:
     if args.resume:
         folder = Path(args.resume)
         if not folder.is_dir():
             raise runs.RunFolderError(f"run folder {folder} not found")
+        if args.preset or any(_setting(text) not in RESUME_FIELDS for text in args.overrides):
+            raise config_module.ConfigError(
+                "--resume continues a run with its saved config; drop --preset, and use --set only for "
+                f"{', '.join(RESUME_FIELDS)}"
+            )
         config = runs.read_config(folder)
         results = runs.read_json(folder / "results.json")
         if results.get("status") == "completed":
             log(f"run    {folder} is already completed ({results.get('epochs_completed')} epochs); nothing to resume")
             return 0
-        if args.preset or args.overrides:
-            raise config_module.ConfigError("--resume continues a run with its saved config; drop --preset and --set")
+        for text in args.overrides:
+            config = config_module.from_dict(config_module.merge(config_module.to_dict(config), config_module.parse_override(text)))
     else:
         config = _resolve(args)
         folder = runs.claim_run_folder(args.run_dir) if args.run_dir else runs.create_run_folder(args.runs_dir, config.name)
@@ -105,6 +119,10 @@ def command_robustness(args: argparse.Namespace) -> int:
     for folder in folders:
         runs.read_config(folder)  # fail before any work when a folder is not a run folder
     output = default_output(folders, Path(args.out) if args.out else None)
+    if (output / "robustness.csv").exists():
+        raise runs.RunFolderError(
+            f"{output} already contains robustness results; give another --out folder, or move that one away"
+        )
     run_robustness(folders, config, output, log=log)
     log(f"done   {output}: robustness.csv, sparsity.csv, weight-histograms.csv; draw them with pnn-ssl plot --robustness {output}")
     return 0
@@ -123,6 +141,8 @@ def command_reproduce(args: argparse.Namespace) -> int:
         overrides=tuple(args.overrides),
     )
     out = Path(args.out or f"reproduction-{args.budget}-{args.settings}-{args.dataset}")
+    if out.exists() and not out.is_dir():
+        raise runs.RunFolderError(f"--out {out} is a file, not a folder; give a folder path")
     try:
         reproduce(request, out, log=log)
     except KeyboardInterrupt:
@@ -189,7 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--budget",
         choices=("smoke", "quick", "paper"),
         default="quick",
-        help="smoke: about a minute, checks that all runs; quick: about 25 min on a 2-core CPU; paper: the published epochs",
+        help="smoke: about a minute, checks that all runs; quick: under an hour on a 2-core CPU; paper: the published epochs",
     )
     reproduce.add_argument("--dataset", choices=("mnist", "fashion-mnist"), default="mnist", help="dataset of the MNIST models")
     reproduce.add_argument(

@@ -616,7 +616,18 @@ def resolve(presets: list[str], overrides: list[str] | None = None) -> Experimen
     values: dict[str, Any] = {}
     descriptions: list[str] = []
     run_name = ""
-    if presets and "name" not in read_preset(presets[0]):
+    experiments = [name for name in presets if "name" in read_preset(name)]
+    if len(experiments) > 1:
+        raise ConfigError(
+            f"presets {experiments} each define an experiment; give one experiment preset followed by budget "
+            "overlays, or write a YAML file with base: NAME that changes what you need"
+        )
+    if experiments and presets[0] != experiments[0]:
+        raise ConfigError(
+            f"budget overlay {presets[0]!r} comes before the experiment preset {experiments[0]!r}; "
+            f"put the experiment first: --preset {experiments[0]} --preset {presets[0]}"
+        )
+    if presets and not experiments:
         presets = ["paper", *presets]  # a budget overlay alone applies to the paper's experiment
     for name in presets:
         preset = read_preset(name)

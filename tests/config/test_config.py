@@ -137,3 +137,13 @@ def test_spsa_combinations_are_rejected_by_name():
         config_module.resolve(["spsa-cpu"], ["spsa.estimator=spal"])
     with pytest.raises(ConfigError, match=r"invalid spsa.perturbations=0; it must be greater than 0"):
         config_module.resolve(["spsa-cpu"], ["spsa.perturbations=0"])
+
+
+def test_two_experiment_presets_are_rejected():
+    with pytest.raises(ConfigError, match=r"presets \['supervised', 'paper'\] each define an experiment"):
+        config_module.resolve(["supervised", "paper"])
+
+
+def test_budget_before_experiment_is_rejected():
+    with pytest.raises(ConfigError, match=r"put the experiment first: --preset supervised --preset smoke"):
+        config_module.resolve(["smoke", "supervised"])

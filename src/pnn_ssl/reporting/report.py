@@ -119,7 +119,7 @@ def _header(out: Path, planned: list[PlannedRun], finished: dict[str, Path]) -> 
         f" (git {environment.get('git_revision') or 'unknown'}), torch {environment.get('torch', 'unknown')}.",
         f"- Machine: {machine}, {environment.get('cpu_count', '?')} CPU cores, device {environment.get('device', '?')}.",
         f"- Runs finished: {len(finished)} of {len(planned)}; training time {seconds / 60:.1f} min in all"
-        f" (probes not included); wall time of the reproduction so far {state.get('wall_seconds', 0.0) / 60:.1f} min.",
+        f" (probes not included); wall time of the reproduction so far, all invocations, before this report: {state.get('wall_seconds', 0.0) / 60:.1f} min.",
         f"- Extra overrides: {', '.join(state.get('overrides', [])) or 'none'}.",
     ]
     if state.get("budget") == "smoke":
@@ -251,7 +251,11 @@ def _weights_section(figures: dict[str, Path], out: Path) -> str:
     figure = figures.get("compare-first-layer-weights")
     if figure is None:
         return "\n".join(lines + ["Needs both the layer-wise and the end-to-end VICReg MLP."])
-    return "\n".join(lines + [f"![first-layer weights]({figure.relative_to(out)})"])
+    lines.append(f"![first-layer weights]({figure.relative_to(out)})")
+    if "compare-error-vs-depth" in figures:
+        lines += ["", "Error against depth of the same two runs:", "",
+                  f"![error against depth, layer-wise and end-to-end]({figures['compare-error-vs-depth'].relative_to(out)})"]
+    return "\n".join(lines)
 
 
 def _runs_table(planned: list[PlannedRun], folders: dict[str, Path], out: Path) -> str:

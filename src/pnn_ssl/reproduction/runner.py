@@ -66,22 +66,27 @@ def reproduce(request: Request, out: Path, *, log: Callable[[str], None] = print
     log(f"reproduce  {out}  budget {request.budget}, {request.settings} settings, {request.dataset}, "
         f"{request.seeds} seed(s): {len(planned)} runs")
 
-    for index, run in enumerate(planned, start=1):
-        left = [other.name for other in planned[index:]]
-        log(f"reproduce  [{index}/{len(planned)}] {run.name}" + (f"  (then: {', '.join(left)})" if left else ""))
-        folder = out / "runs" / run.name
-        started = time.perf_counter()
-        status = _train_or_reuse(run, folder, log)
-        state["runs"][run.name] = {"folder": str(folder.relative_to(out)), "status": status,
-                                   "seconds_this_invocation": round(time.perf_counter() - started, 1)}
-        state["wall_seconds"] = round(wall_before + time.perf_counter() - invocation_started, 1)
-        _write_state(out, state)
+    try:
+        for index, run in enumerate(planned, start=1):
+            left = [other.name for other in planned[index:]]
+            log(f"reproduce  [{index}/{len(planned)}] {run.name}" + (f"  (then: {', '.join(left)})" if left else ""))
+            folder = out / "runs" / run.name
+            started = time.perf_counter()
+            status = _train_or_reuse(run, folder, log)
+            # The request is recorded with its first finished run, so one that fails its checks changes nothing.
+            state.update(seeds=request.seeds, only=list(request.only), overrides=list(request.overrides))
+            state["runs"][run.name] = {"folder": str(folder.relative_to(out)), "status": status,
+                                       "seconds_this_invocation": round(time.perf_counter() - started, 1)}
+            state["wall_seconds"] = round(wall_before + time.perf_counter() - invocation_started, 1)
+            _write_state(out, state)
 
-    measured = [run for run in planned if run.seed == 0 and run.experiment.key in robustness_models]
-    if measured:
-        _robustness_or_reuse(out, measured, robustness_config, state, log)
+        measured = [run for run in planned if run.seed == 0 and run.experiment.key in robustness_models]
+        if measured:
+            _robustness_or_reuse(out, measured, robustness_config, state, log)
+    finally:  # an interrupted invocation's time counts too
         state["wall_seconds"] = round(wall_before + time.perf_counter() - invocation_started, 1)
-        _write_state(out, state)
+        if (out / "reproduce.json").exists() or state["runs"]:
+            _write_state(out, state)
 
     from pnn_ssl.reporting.report import write_report
 
@@ -174,11 +179,11 @@ def _free_name(path: Path) -> Path:
 
 
 def _open_state(out: Path, request: Request) -> dict:
-    """Create or reopen `out/reproduce.json`; a different budget, settings or dataset is an error."""
+    """Read the state in `out/reproduce.json`, or start one; a different budget, settings or dataset is an error."""
     path = out / "reproduce.json"
     wanted = {"budget": request.budget, "settings": request.settings, "dataset": request.dataset}
     if path.exists():
-        state = json.loads(path.read_text())
+        state = runs.read_json(path)
         differing = {key: state.get(key) for key, value in wanted.items() if state.get(key) != value}
         if differing:
             raise ConfigError(
@@ -188,8 +193,6 @@ def _open_state(out: Path, request: Request) -> dict:
     else:
         out.mkdir(parents=True, exist_ok=True)
         state = {**wanted, "runs": {}}
-    state.update(seeds=request.seeds, only=list(request.only), overrides=list(request.overrides))
-    _write_state(out, state)
     return state
 
 

@@ -357,7 +357,7 @@ def train(config: ExperimentConfig, folder: Path, *, resume: bool = False, log: 
 
     start = load_checkpoint(folder, network) if resume else 0
     _prepare_folder(run, resume, start)
-    log(f"run    {folder}  ({config.name}, {config.train.mode} {config.model.architecture}, {network.depth} stages, "
+    log(f"run    {folder}  ({config.name}, {config.train.mode} {config.model.architecture}, {network.depth} stage{'s' if network.depth != 1 else ''}, "
         f"{len(dataset.train_images)} training images from {dataset.source}, device {runtime.device})")
     _warn_if_large(network, log)
 
@@ -430,15 +430,19 @@ def _train_phase(run: _Run, phase: Phase, optimizer: torch.optim.Optimizer, firs
             run.probe(layers, epoch)
 
 
+# Loss terms in the console line, with their short labels.
+TERM_LABELS = {"invariance": "inv", "variance": "var", "covariance": "cov", "on_diagonal": "on", "off_diagonal": "off"}
+
+
 def _epoch_line(phase: Phase, epoch: int, stats: dict[str, float]) -> str:
     parts = [phase.label, f"epoch {epoch - phase.first_epoch + 1:4d}/{phase.epochs}", f"loss {stats['loss']:.4f}"]
     for number in phase.losses:
         prefix = f"stage{number}_"
         if len(phase.losses) > 1:
             parts.append(f"| {number}: loss {stats[prefix + 'loss']:.4f}")
-        for name in ("invariance", "variance", "covariance", "on_diagonal", "off_diagonal"):
+        for name, short in TERM_LABELS.items():
             if f"{prefix}loss_{name}" in stats:
-                parts.append(f"{name[:3]} {stats[f'{prefix}loss_{name}']:.4f}")
+                parts.append(f"{short} {stats[f'{prefix}loss_{name}']:.4f}")
         parts.append(f"z_std {stats[prefix + 'embedding_std']:.3f}")
     parts.append(f"{stats['seconds']:.1f} s")
     return "  ".join(parts)
