@@ -18,10 +18,12 @@ import datetime as dt
 import io
 import json
 import os
+import pickle
 import platform
 import subprocess
 import sys
 import tempfile
+import zipfile
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -96,6 +98,114 @@ def atomic_torch_save(obj: Any, path: Path) -> None:
         raise
 
 
+# ---------------------------------------------------------------------------------------------
+# Checkpoints: {"epoch": int, "model": state dict, "optimizer": optimizer state dict}, saved by torch.save.
+
+
+def list_checkpoints(folder: Path) -> list[str]:
+    """Return the names of the *.pt files in folder/checkpoints, sorted."""
+    return sorted(path.name for path in (folder / "checkpoints").glob("*.pt") if path.is_file())
+
+
+def checkpoint_path(folder: Path, name: str) -> Path:
+    """Return folder/checkpoints/name, or raise RunFolderError naming the checkpoints that exist."""
+    path = folder / "checkpoints" / name
+    if path.is_file():
+        return path
+    names = list_checkpoints(folder)
+    if not names:
+        raise RunFolderError(
+            f"checkpoint {path} not found, and {path.parent} contains no checkpoints, so the run has not saved one yet; "
+            "train it again"
+        )
+    raise RunFolderError(f"checkpoint {path} not found; {path.parent} contains {', '.join(names)}")
+
+
+def read_checkpoint(path: Path, *, map_location: str | torch.device = "cpu", mmap: bool = False) -> dict[str, Any]:
+    """Read a checkpoint saved by this package, raising RunFolderError when it is unreadable or not one.
+
+    Only tensors and plain containers are loaded (torch.load with weights_only=True), because
+    unpickling other objects can run arbitrary code. With `mmap`, tensor data stays on disk until used.
+    """
+    if path.stat().st_size == 0:
+        raise _unusable(path, "is empty (0 bytes)")
+    # torch.save writes a zip archive since PyTorch 1.6. A truncated archive has no central directory,
+    # so this test also rejects truncated files, before torch.load reports them less clearly.
+    if not zipfile.is_zipfile(path):
+        raise _unusable(path, "is unreadable (truncated, or not a file written by torch.save)")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
+    except pickle.UnpicklingError as error:  # torch's weights-only unpickler rejected the data
+        raise _unusable(path, "cannot be loaded as weights only: it contains objects other than tensors and plain "
+                              "containers, or damaged data") from error
+    except Exception as error:  # torch raises RuntimeError, EOFError and others for damaged archives
+        raise _unusable(path, f"is unreadable (damaged torch file: {type(error).__name__})") from error
+    _check_checkpoint_entries(path, state)
+    return state
+
+
+def _check_checkpoint_entries(path: Path, state: Any) -> None:
+    if not isinstance(state, dict):
+        raise _unusable(path, f"is not a pnn-ssl checkpoint: it contains a {type(state).__name__}, not a dict")
+    missing = [key for key in ("epoch", "model", "optimizer") if key not in state]
+    if missing:
+        found = _some([repr(key) for key in state]) or "no entries"
+        raise _unusable(path, f"is not a pnn-ssl checkpoint: it has no {' or '.join(map(repr, missing))} entry (it contains {found})")
+    epoch = state["epoch"]
+    if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
+        raise _unusable(path, f"is invalid: its 'epoch' entry is {epoch!r}, not a count of epochs")
+    for key in ("model", "optimizer"):
+        if not isinstance(state[key], dict):
+            raise _unusable(path, f"is invalid: its {key!r} entry is a {type(state[key]).__name__}, not a state dict")
+    bad = [str(name) for name, value in state["model"].items() if not isinstance(value, torch.Tensor)]
+    if bad:
+        raise _unusable(path, f"is invalid: its model state has non-tensor entries ({_some(bad)})")
+
+
+def check_model_state(path: Path, expected: dict[str, torch.Tensor], found: dict[str, torch.Tensor]) -> None:
+    """Raise RunFolderError unless `found` has exactly the keys and tensor shapes of `expected`.
+
+    `expected` is the state dict of the network that the run's config builds, `found` the
+    checkpoint's. Checking first turns load_state_dict's multi-line error into one line.
+    """
+    missing = [key for key in expected if key not in found]
+    unexpected = [key for key in found if key not in expected]
+    reshaped = [
+        f"{key} {tuple(found[key].shape)} where the config needs {tuple(expected[key].shape)}"
+        for key in expected
+        if key in found and found[key].shape != expected[key].shape
+    ]
+    problems = []
+    if missing:
+        problems.append(f"missing keys {_some(missing)}")
+    if unexpected:
+        problems.append(f"unexpected keys {_some(unexpected)}")
+    if reshaped:
+        problems.append(f"shapes {_some(reshaped)}")
+    if problems:
+        raise RunFolderError(
+            f"checkpoint {path} does not match the run's config ({'; '.join(problems)}), so it comes from another "
+            f"run or config; {_checkpoint_advice(path)}"
+        )
+
+
+def _some(items: list[str], limit: int = 3) -> str:
+    """Join the first `limit` items and count the rest, to keep an error message on one line."""
+    shown = ", ".join(items[:limit])
+    return shown if len(items) <= limit else f"{shown} and {len(items) - limit} more"
+
+
+def _checkpoint_advice(path: Path) -> str:
+    others = [name for name in list_checkpoints(path.parent.parent) if name != path.name]
+    if not others:
+        return "restore it from a copy, or train the run again"
+    return f"restore it from a copy, use another file in {path.parent} ({_some(others)}), or train the run again"
+
+
+def _unusable(path: Path, problem: str) -> RunFolderError:
+    return RunFolderError(f"checkpoint {path} {problem}; {_checkpoint_advice(path)}")
+
+
 def write_config(folder: Path, config: config_module.ExperimentConfig) -> None:
     atomic_write_text(folder / "config.yaml", config_module.dump(config))
 
@@ -161,13 +271,38 @@ def write_environment(folder: Path, device: torch.device) -> None:
     environment = describe_environment(device)
     path = folder / "environment.json"
     if path.exists():  # a resumed run keeps the first start and records each later one
-        previous = json.loads(path.read_text())
+        previous = read_json(path)
         environment = {**previous, "resumed": previous.get("resumed", []) + [environment]}
     atomic_write_text(path, json.dumps(environment, indent=2) + "\n")
 
 
+# Data lost by deleting each damaged JSON state file, named in read_json's error message.
+_JSON_FILE_CONTENTS = {
+    "results.json": "the run's status and summary numbers (metrics.csv, probes.csv and the checkpoints stay)",
+    "environment.json": "the recorded command lines, versions and start times",
+    "reproduce.json": "the recorded request, run states and wall time (the run folders under runs/ stay and are reused)",
+    "robustness.json": "the per-run summary of the robustness suite (robustness.csv stays)",
+}
+
+
 def read_json(path: Path) -> dict[str, Any]:
-    return json.loads(path.read_text()) if path.exists() else {}
+    """Read a JSON object from `path`; a missing file reads as {}, and an invalid one raises RunFolderError."""
+    if not path.exists():
+        return {}
+    lost = _JSON_FILE_CONTENTS.get(path.name, "what it records")
+    advice = f"restore it from a copy, or delete it, which loses {lost}"
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise RunFolderError(
+            f"{path} is not valid JSON ({error}); {advice}"
+        ) from error
+    except UnicodeDecodeError as error:
+        raise RunFolderError(f"{path} is not valid JSON (not UTF-8 text at byte {error.start}); {advice}") from error
+    if not isinstance(value, dict):
+        kind = {list: "an array", str: "a string", bool: "a boolean", type(None): "null"}.get(type(value), "a number")
+        raise RunFolderError(f"{path} is invalid: expected a JSON object, found {kind}; {advice}")
+    return value
 
 
 def update_results(folder: Path, **values: Any) -> dict[str, Any]:

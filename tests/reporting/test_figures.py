@@ -8,14 +8,24 @@ import torch
 from pnn_ssl import cli, runs
 from pnn_ssl import config as config_module
 from pnn_ssl.reporting import figures
+from pnn_ssl.training import reprobe
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
-def _fake_run(folder, state, config_overrides=()):
-    """A run folder with a config, hand-written probe results and a checkpoint holding `state`."""
+SMALL_LAYERWISE_MLP = ["model.widths=[120, 32]", "model.projector_widths=[16]", "probe.layers=[1, 2]"]
+
+
+def _fake_run(folder, state=None, config_overrides=SMALL_LAYERWISE_MLP):
+    """A run folder with a config, hand-written probe results and a checkpoint of model state `state`.
+
+    By default the checkpoint contains the freshly built network of the run's config.
+    """
     runs.claim_run_folder(folder)
-    runs.write_config(folder, config_module.resolve(["layerwise-mlp"], list(config_overrides)))
+    config = config_module.resolve(["layerwise-mlp"], list(config_overrides))
+    runs.write_config(folder, config)
+    if state is None:
+        state = reprobe.build_run_network(config, (1, 28, 28), 10).state_dict()
     probes = {
         "epoch-5": {"layer-1": {"adam": {"test_accuracy": [50.0], "train_accuracy": [50.0]}}},
         "epoch-10": {
@@ -35,7 +45,7 @@ def _fake_run(folder, state, config_overrides=()):
 
 
 def test_depth_errors_read_latest_checkpoint(tmp_path):
-    folder = _fake_run(tmp_path / "run", {"stages.0.layer.linear.weight": torch.randn(120, 784)})
+    folder = _fake_run(tmp_path / "run")
     errors = figures.read_depth_errors(folder)
 
     layer, mean, std, n = errors["adam"]["test"][0]
@@ -63,7 +73,7 @@ def test_cnn_filters_become_image_tiles():
 
 
 def test_plot_run_writes_pngs_named_by_run(tmp_path):
-    folder = _fake_run(tmp_path / "run", {"stages.0.layer.conv.weight": torch.randn(8, 1, 5, 5)})
+    folder = _fake_run(tmp_path / "run")
     written = figures.plot_run(folder)
 
     assert [path.name for path in written] == ["error-vs-depth.png", "first-layer-weights.png"]
@@ -73,6 +83,30 @@ def test_plot_run_writes_pngs_named_by_run(tmp_path):
     assert figures.run_title(folder) == "layerwise-mlp-paper (sequential mlp)"
     detailed = figures.run_title(folder, detail=True)
     assert detailed.startswith("layerwise-mlp-paper (sequential mlp)\nrun, ")
+
+
+def test_first_layer_weight_reads_checkpoint(tmp_path):
+    folder = _fake_run(tmp_path / "run")
+    saved = torch.load(folder / "checkpoints" / "last.pt", weights_only=True)["model"]["stages.0.layer.linear.weight"]
+    assert torch.equal(figures.first_layer_weight(folder), saved)
+
+
+def test_first_layer_weight_rejects_other_network(tmp_path):
+    folder = _fake_run(tmp_path / "run", {"stages.0.layer.conv.weight": torch.randn(8, 1, 5, 5)})
+    path = folder / "checkpoints" / "last.pt"
+    with pytest.raises(runs.RunFolderError) as caught:
+        figures.plot_run(folder)
+    message = str(caught.value)
+    assert message.startswith(f"checkpoint {path} does not match the run's config (missing keys stages.0.layer.linear.weight")
+    assert "unexpected keys stages.0.layer.conv.weight" in message
+    assert not (folder / "figures" / "first-layer-weights.png").exists()
+
+
+def test_first_layer_weight_rejects_empty_checkpoint(tmp_path):
+    folder = _fake_run(tmp_path / "run")
+    (folder / "checkpoints" / "last.pt").write_bytes(b"")
+    with pytest.raises(runs.RunFolderError, match=r"last.pt is empty \(0 bytes\); restore it from a copy, or train the run again"):
+        figures.first_layer_weight(folder)
 
 
 def test_plot_run_without_results_raises(tmp_path):

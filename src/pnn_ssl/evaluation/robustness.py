@@ -44,7 +44,7 @@ from pnn_ssl.evaluation.perturbed import ActivationStatistics, PerturbedNetwork,
 from pnn_ssl.evaluation.probes import fit_ridge_probe, probe_accuracy, train_adam_probes
 from pnn_ssl.physics import ActivationNoise, WeightNoise, magnitude_keep_masks, neuron_keep_mask, relative_change
 from pnn_ssl.training.end_to_end import load_data, make_prepare
-from pnn_ssl.training.reprobe import load_backbone
+from pnn_ssl.training.reprobe import load_backbone, read_run_checkpoint
 from pnn_ssl.training.runtime import Runtime, derive_seed, seed_everything, setup_runtime
 
 ROBUSTNESS_COLUMNS = (
@@ -102,6 +102,8 @@ def run_robustness(
     folders: list[Path], config: RobustnessConfig, output: Path, *, log: Callable[[str], None] = print
 ) -> dict:
     """Measure every configured perturbation on every run and write the CSV files into `output`."""
+    for folder in folders:  # a missing or unusable checkpoint fails before any data loads or output is written
+        read_run_checkpoint(folder, runs.read_config(folder))
     output.mkdir(parents=True, exist_ok=True)
     runs.atomic_write_text(output / "robustness-config.yaml", yaml.safe_dump(config_module.to_dict(config), sort_keys=False))
     rows: list[dict] = []

@@ -147,11 +147,11 @@ def _label_depth_axes(axes, *tables: dict) -> None:
 
 def first_layer_weight(folder: Path) -> torch.Tensor:
     """Load the first physical layer's weight from checkpoints/last.pt: (out, in) for an MLP, (C', C, k, k) for a CNN."""
+    from pnn_ssl.training.reprobe import read_run_checkpoint  # imported here because only this figure needs the training code
+
     path = _checkpoint(folder)
-    if not path.exists():
-        raise runs.RunFolderError(f"checkpoint {path} not found; the run has not saved one yet")
     # mmap avoids reading a multi-gigabyte checkpoint just for its first layer.
-    state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)["model"]
+    state = read_run_checkpoint(folder, runs.read_config(folder), path.name, mmap=True)["model"]
     for key in FIRST_LAYER_KEYS:
         if key in state:
             return state[key].float()

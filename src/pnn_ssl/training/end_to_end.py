@@ -233,18 +233,25 @@ def save_checkpoint(folder: Path, name: str, model: nn.Module, optimizer, epoch:
 
 
 def load_checkpoint(folder: Path, model: nn.Module, optimizer=None, name: str = "last.pt") -> int:
-    """Restore model (and optimizer) state from a checkpoint; return the number of completed epochs."""
-    path = folder / "checkpoints" / name
-    if not path.exists():
-        raise runs.RunFolderError(f"checkpoint {path} not found; the run has not saved one yet, so start it again")
-    try:
-        state = torch.load(path, map_location=next(model.parameters()).device, weights_only=True)
-    except Exception as error:  # torch raises several types for damaged files
-        raise runs.RunFolderError(f"could not read checkpoint {path}: {error}") from error
+    """Restore model (and optimizer) state from a checkpoint; return the number of completed epochs.
+
+    Raises RunFolderError, with one line that names the file, when the checkpoint is missing,
+    unreadable, or saved for another network or optimizer.
+    """
+    path = runs.checkpoint_path(folder, name)
+    state = runs.read_checkpoint(path, map_location=next(model.parameters()).device)
+    runs.check_model_state(path, model.state_dict(), state["model"])
     model.load_state_dict(state["model"])
     if optimizer is not None:
-        optimizer.load_state_dict(state["optimizer"])
-    return int(state["epoch"])
+        try:
+            optimizer.load_state_dict(state["optimizer"])
+        except (ValueError, KeyError, TypeError, IndexError) as error:  # torch raises these for mismatched state
+            reason = f"no entry {error}" if isinstance(error, KeyError) else str(error)
+            raise runs.RunFolderError(
+                f"checkpoint {path} has optimizer state that does not match the run's optimizer ({reason}); "
+                "restore the run's own checkpoint from a copy, or train the run again"
+            ) from error
+    return state["epoch"]
 
 
 def _epoch_line(epoch: int, epochs: int, stats: dict[str, float], seconds: float) -> str:

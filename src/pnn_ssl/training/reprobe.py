@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Callable
 
@@ -10,6 +11,7 @@ from torch import nn
 
 from pnn_ssl import config as config_module
 from pnn_ssl import runs
+from pnn_ssl.data.sources import _spec_for
 from pnn_ssl.training.end_to_end import build_model, load_checkpoint, load_data, make_prepare
 from pnn_ssl.training.probing import probe_backbone
 from pnn_ssl.training.runtime import seed_everything, setup_runtime
@@ -25,6 +27,8 @@ def reprobe(folder: Path, checkpoint: str = "last.pt", overrides: list[str] | No
     for text in overrides or []:
         values = config_module.merge(values, config_module.parse_override(text))
     config = config_module.from_dict(values)
+
+    read_run_checkpoint(folder, config, checkpoint)  # a missing or unusable checkpoint fails before the data loads
 
     runtime = setup_runtime(config.train.device, config.train.precision, config.train.threads)
     seed_everything(config.seed)
@@ -42,12 +46,31 @@ def load_backbone(
     Heads are dropped: an end-to-end run gives its MLPBackbone (without projector or classifier), a
     staged run its StagedNetwork, which reads its own representations.
     """
+    model = build_run_network(config, tuple(dataset.train_images.shape[1:]), len(dataset.classes)).to(device)
+    epoch = load_checkpoint(folder, model, name=checkpoint)
+    return (model if config_module.uses_staged_trainer(config) else model.backbone), epoch
+
+
+def build_run_network(config: config_module.ExperimentConfig, image_shape: tuple[int, int, int], num_classes: int) -> nn.Module:
+    """Build the network that a run with `config` trains and checkpoints, for images of shape (C, H, W)."""
     if config_module.uses_staged_trainer(config):
         from pnn_ssl.training.layerwise import build_network
 
-        model = build_network(config, tuple(dataset.train_images.shape[1:])).to(device)
-        epoch = load_checkpoint(folder, model, name=checkpoint)
-        return model, epoch
-    model = build_model(config, dataset.train_images[0].numel(), len(dataset.classes)).to(device)
-    epoch = load_checkpoint(folder, model, name=checkpoint)
-    return model.backbone, epoch
+        return build_network(config, image_shape)
+    return build_model(config, math.prod(image_shape), num_classes)
+
+
+def read_run_checkpoint(folder: Path, config: config_module.ExperimentConfig, name: str = "last.pt", *, mmap: bool = True) -> dict:
+    """Read `folder/checkpoints/name` onto the CPU and check that it fits the network that `config` builds.
+
+    The check needs no dataset: the network is built on the meta device from the dataset's standard
+    image shape. Raises RunFolderError when the file is missing, unreadable or from another network.
+    With `mmap`, tensor data stays on disk until it is used.
+    """
+    path = runs.checkpoint_path(folder, name)
+    state = runs.read_checkpoint(path, mmap=mmap)
+    spec = _spec_for(config.data.dataset)
+    with torch.device("meta"):  # shapes only, no memory for the weights
+        network = build_run_network(config, spec.image_shape, len(spec.classes))
+    runs.check_model_state(path, network.state_dict(), state["model"])
+    return state
