@@ -184,3 +184,16 @@ def test_reproduce_rejects_file_as_output(tmp_path, capsys):
     assert cli.main(["reproduce", "--budget", "smoke", "--out", str(target)]) == 2
     assert "is a file, not a folder" in capsys.readouterr().err
     assert target.read_text() == "keep me\n"
+
+
+def test_probe_again_replaces_rows_keeps_other_kinds(tmp_path, tiny_args):
+    folder = tmp_path / "run"
+    assert cli.main(["train", "--preset", "smoke", *tiny_args, "--set", "train.epochs=1", "--run-dir", str(folder)]) == 0
+    for _ in range(2):
+        assert cli.main(["probe", str(folder), "--set", "probe.layers=[2]", "--set", "probe.converged=ridge"]) == 0
+
+    layer = json.loads((folder / "results.json").read_text())["probes"]["epoch-1"]["layer-2"]
+    assert set(layer) == {"adam", "lbfgs", "ridge"}
+    rows = runs.probes_csv(folder).read()
+    keys = [(row["layer"], row["probe"], row["repeat"], row["probe_epoch"], row["split"]) for row in rows]
+    assert len(keys) == len(set(keys))

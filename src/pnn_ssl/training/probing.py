@@ -61,14 +61,25 @@ def probe_backbone(
         )
         log(_summary_line(checkpoint_epoch, layer, results[layer]))
 
-    runs.probes_csv(folder).append(_rows(results, checkpoint_epoch))
+    _record(folder, results, checkpoint_epoch)
     summary = {f"layer-{layer}": {r.probe: _summarise(r) for r in layer_results} for layer, layer_results in results.items()}
     existing = runs.read_json(folder / "results.json").get("probes", {})
-    existing[f"epoch-{checkpoint_epoch}"] = {**existing.get(f"epoch-{checkpoint_epoch}", {}), **summary}
+    by_layer = existing.setdefault(f"epoch-{checkpoint_epoch}", {})
+    for layer_key, by_probe in summary.items():  # probes of another kind stay
+        by_layer[layer_key] = {**by_layer.get(layer_key, {}), **by_probe}
     runs.update_results(folder, probes=existing)
     probe_seconds = sum(r.seconds for layer_results in results.values() for r in layer_results)
     log(f"probe  features {feature_seconds:.1f} s, probes {probe_seconds:.1f} s")
     return summary
+
+
+def _record(folder: Path, results: dict[int, list[ProbeResult]], checkpoint_epoch: int) -> None:
+    """Append the probe rows to probes.csv, replacing earlier rows of the same checkpoint, layer and probe."""
+    table = runs.probes_csv(folder)
+    replaced = {(str(checkpoint_epoch), str(layer), r.probe) for layer, layer_results in results.items() for r in layer_results}
+    if any((row["checkpoint_epoch"], row["layer"], row["probe"]) in replaced for row in table.read()):
+        table.keep(lambda row: (row["checkpoint_epoch"], row["layer"], row["probe"]) not in replaced)
+    table.append(_rows(results, checkpoint_epoch))
 
 
 def _summary_line(checkpoint_epoch: int, layer: int, layer_results: list[ProbeResult]) -> str:
