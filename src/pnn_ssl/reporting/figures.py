@@ -211,7 +211,7 @@ def first_layer_figure(folder: Path) -> Figure:
 
 def compare_first_layer_weights(folders: list[Path]) -> Figure:
     """Show the first layer's weights of several runs side by side."""
-    figure = Figure(figsize=(5.0 * len(folders), 5.4), layout="constrained")
+    figure = Figure(figsize=(5.0 * len(folders), 6.0), layout="constrained")
     panels = figure.subplots(1, len(folders), squeeze=False)[0]
     for axes, folder in zip(panels, folders):
         _draw_weights(axes, folder)
