@@ -58,7 +58,8 @@ def test_probe_command_rejects_training_overrides(tmp_path, tiny_args, capsys):
     folder = tmp_path / "run"
     assert cli.main(["train", "--preset", "smoke", *tiny_args, "--set", "train.epochs=1", "--run-dir", str(folder)]) == 0
     assert cli.main(["probe", str(folder), "--set", "train.epochs=5"]) == 2
-    assert "only probe.* fields can change here" in capsys.readouterr().err
+    assert "only probe.* fields and train.threads, train.device can change here" in capsys.readouterr().err
+    assert cli.main(["probe", str(folder), "--set", "train.threads=1", "--set", "probe.converged=ridge"]) == 0
 
 
 def test_unknown_key_exits_with_named_error(tmp_path, capsys):

@@ -37,10 +37,6 @@ def _resolve(args: argparse.Namespace) -> config_module.ExperimentConfig:
     return config_module.resolve(args.preset or ["paper"], args.overrides)
 
 
-# Fields that change how a run executes but not what it computes, so a resumed run may set them.
-RESUME_FIELDS = ("train.threads", "train.device")
-
-
 def _setting(text: str) -> str:
     """Return the dotted key of a `key=value` override."""
     return text.split("=", 1)[0].strip()
@@ -51,10 +47,10 @@ def command_train(args: argparse.Namespace) -> int:
         folder = Path(args.resume)
         if not folder.is_dir():
             raise runs.RunFolderError(f"run folder {folder} not found")
-        if args.preset or any(_setting(text) not in RESUME_FIELDS for text in args.overrides):
+        if args.preset or any(_setting(text) not in config_module.RUNTIME_FIELDS for text in args.overrides):
             raise config_module.ConfigError(
                 "--resume continues a run with its saved config; drop --preset, and use --set only for "
-                f"{', '.join(RESUME_FIELDS)}"
+                f"{', '.join(config_module.RUNTIME_FIELDS)}"
             )
         config = runs.read_config(folder)
         results = runs.read_json(folder / "results.json")

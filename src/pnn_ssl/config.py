@@ -611,6 +611,10 @@ def parse_override(text: str) -> dict[str, Any]:
     return nested
 
 
+# Fields that change how a run executes but not what it computes, so a resumed or re-probed run may set them.
+RUNTIME_FIELDS = ("train.threads", "train.device")
+
+
 def resolve(presets: list[str], overrides: list[str] | None = None) -> ExperimentConfig:
     """Apply presets in order, then `key=value` overrides, onto the defaults."""
     values: dict[str, Any] = {}

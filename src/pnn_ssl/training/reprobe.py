@@ -18,11 +18,15 @@ from pnn_ssl.training.runtime import seed_everything, setup_runtime
 
 
 def reprobe(folder: Path, checkpoint: str = "last.pt", overrides: list[str] | None = None, *, log: Callable[[str], None] = print) -> dict:
-    """Run the probes on `folder/checkpoints/checkpoint`; only probe.* fields may be overridden."""
+    """Run the probes on `folder/checkpoints/checkpoint`; only probe.* and runtime fields may be overridden."""
     config = runs.read_config(folder)
     for text in overrides or []:
-        if not text.strip().startswith("probe."):
-            raise config_module.ConfigError(f"invalid override {text!r} for probe; only probe.* fields can change here")
+        key = text.split("=", 1)[0].strip()
+        if not key.startswith("probe.") and key not in config_module.RUNTIME_FIELDS:
+            raise config_module.ConfigError(
+                f"invalid override {text!r} for probe; only probe.* fields and "
+                f"{', '.join(config_module.RUNTIME_FIELDS)} can change here"
+            )
     values = config_module.to_dict(config)
     for text in overrides or []:
         values = config_module.merge(values, config_module.parse_override(text))
