@@ -84,7 +84,7 @@ def test_changed_config_of_finished_run_is_rejected(tmp_path, tiny_data):
 def test_other_budget_in_same_folder_is_rejected(tmp_path, tiny_data):
     out = tmp_path / "out"
     reproduce(Request(budget="smoke", only=("supervised",), overrides=tiny_data), out, log=lambda line: None)
-    with pytest.raises(ConfigError, match=r"holds a reproduction with \{'budget': 'smoke'\}"):
+    with pytest.raises(ConfigError, match=r"contains a reproduction with \{'budget': 'smoke'\}"):
         reproduce(Request(budget="quick", only=("supervised",), overrides=tiny_data), out, log=lambda line: None)
 
 

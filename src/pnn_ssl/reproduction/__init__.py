@@ -1,1 +1,1 @@
-"""`pnn-ssl reproduce`: train every model of the paper and write a report comparing it with the paper."""
+"""`pnn-ssl reproduce`: train every model of Laydevant et al. (2023) and write a report that compares the results with theirs."""

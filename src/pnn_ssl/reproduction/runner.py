@@ -181,18 +181,18 @@ def _free_name(path: Path) -> Path:
 def _open_state(out: Path, request: Request) -> dict:
     """Read the state in `out/reproduce.json`, or start one; a different budget, settings or dataset is an error."""
     path = out / "reproduce.json"
-    wanted = {"budget": request.budget, "settings": request.settings, "dataset": request.dataset}
+    requested = {"budget": request.budget, "settings": request.settings, "dataset": request.dataset}
     if path.exists():
         state = runs.read_json(path)
-        differing = {key: state.get(key) for key, value in wanted.items() if state.get(key) != value}
+        differing = {key: state.get(key) for key, value in requested.items() if state.get(key) != value}
         if differing:
             raise ConfigError(
-                f"{out} holds a reproduction with {differing}, not {({k: wanted[k] for k in differing})}; "
+                f"{out} contains a reproduction with {differing}, not {({k: requested[k] for k in differing})}; "
                 "give another --out folder"
             )
     else:
         out.mkdir(parents=True, exist_ok=True)
-        state = {**wanted, "runs": {}}
+        state = {**requested, "runs": {}}
     return state
 
 
