@@ -99,7 +99,7 @@ def test_resume_of_completed_run_changes_nothing(tmp_path, tiny_args, capsys):
     assert cli.main(["train", "--preset", "smoke", *tiny_args, "--set", "train.epochs=1", "--run-dir", str(folder)]) == 0
     before = (folder / "results.json").read_text()
     assert cli.main(["train", "--resume", str(folder)]) == 0
-    assert "already completed (1 epochs); nothing to resume" in capsys.readouterr().out
+    assert "already completed (1 epoch); nothing to resume" in capsys.readouterr().out
     assert (folder / "results.json").read_text() == before
 
 
@@ -157,6 +157,19 @@ def test_resume_accepts_thread_count(tmp_path, tiny_args, capsys):
     assert cli.main(["train", "--resume", str(folder), "--set", "train.threads=1"]) == 0
     assert runs.read_json(folder / "results.json")["status"] == "completed"
     assert runs.read_config(folder).train.threads == 1
+
+
+def test_resume_reports_damaged_checkpoint_before_loading_data(tmp_path, tiny_args, tiny_mnist, capsys):
+    folder = tmp_path / "run"
+    assert cli.main(["train", "--preset", "smoke", *tiny_args, "--set", "train.epochs=1", "--run-dir", str(folder)]) == 0
+    runs.update_results(folder, status="interrupted")
+    (folder / "checkpoints" / "last.pt").write_bytes(b"not a checkpoint")
+    config_text = (folder / "config.yaml").read_text()
+    # A data folder that no longer exists would fail the data loader; the checkpoint is checked first.
+    assert str(tiny_mnist) in config_text
+    (folder / "config.yaml").write_text(config_text.replace(str(tiny_mnist), str(tmp_path / "gone")))
+    assert cli.main(["train", "--resume", str(folder)]) == 2
+    assert "last.pt is unreadable" in capsys.readouterr().err
 
 
 def test_resume_rejects_other_overrides(tmp_path, tiny_args, capsys):

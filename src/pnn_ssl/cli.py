@@ -55,8 +55,11 @@ def command_train(args: argparse.Namespace) -> int:
         config = runs.read_config(folder)
         results = runs.read_json(folder / "results.json")
         if results.get("status") == "completed":
-            log(f"run    {folder} is already completed ({results.get('epochs_completed')} epochs); nothing to resume")
+            completed = results.get("epochs_completed")
+            log(f"run    {folder} is already completed ({completed} epoch{'' if completed == 1 else 's'}); nothing to resume")
             return 0
+        # A missing or damaged checkpoint is reported now, before the dataset is loaded; mmap reads no weights.
+        runs.read_checkpoint(runs.checkpoint_path(folder, "last.pt"), mmap=True)
         for text in args.overrides:
             config = config_module.from_dict(config_module.merge(config_module.to_dict(config), config_module.parse_override(text)))
     else:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import re
 import types
 import typing
@@ -34,8 +35,8 @@ class DataConfig:
     data_dir: str | None = None  # folder with the standard files; tried before any other source
     download: bool = True  # fall back to the standard download URLs when no offline copy exists
     normalize: bool = False  # per-channel mean/std; the paper's MNIST inputs stay in [0, 1]
-    train_limit: int = 0  # use only the first N training images (0: all); for small budgets
-    test_limit: int = 0  # use only the first N test images (0: all)
+    train_limit: int = 0  # use at most the first N training images (0: all; the run log states the count)
+    test_limit: int = 0  # use at most the first N test images (0: all)
 
 
 @dataclass(frozen=True)
@@ -314,6 +315,12 @@ def _get(config: ExperimentConfig, key: str) -> Any:
     return getattr(getattr(config, section), name)
 
 
+def check_device_name(key: str, name: str) -> None:
+    """Reject a device name other than auto, cpu, cuda or cuda:N before any work starts."""
+    if not re.fullmatch(r"auto|cpu|cuda(:[0-9]+)?", name):
+        raise ConfigError(f"invalid {key}={name!r}; expected auto, cpu, cuda or cuda:N")
+
+
 def validate(config: ExperimentConfig) -> None:
     """Raise ConfigError naming the first value that is out of its allowed range."""
     for key, choices in _CHOICES.items():
@@ -344,6 +351,7 @@ def validate(config: ExperimentConfig) -> None:
         raise ConfigError(
             f"invalid model.projector_widths={config.model.projector_widths!r}; expected positive widths"
         )
+    check_device_name("train.device", config.train.device)
     if config.loss.bt_off_diagonal_power not in (2, 4):
         raise ConfigError(f"invalid loss.bt_off_diagonal_power={config.loss.bt_off_diagonal_power!r}; expected 2 or 4")
     _validate_layerwise(config)
@@ -478,8 +486,12 @@ def _coerce(key: str, value: Any, annotation: Any) -> Any:
             raise ConfigError(f"invalid value for {key}: got {value!r}, expected a list of {len(args)} items")
         return tuple(_coerce(key, item, arg) for item, arg in zip(value, args))
     if annotation is float:
+        if isinstance(value, str) and value.strip().lstrip("+-.").lower() in ("nan", "inf", "infinity"):
+            raise ConfigError(f"invalid value for {key}: got {value!r}, expected a finite number")
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"invalid type for {key}: got {value!r}, expected a number")
+        if not math.isfinite(value):
+            raise ConfigError(f"invalid value for {key}: got {value!r}, expected a finite number")
         return float(value)
     if annotation is int:
         if isinstance(value, bool) or not isinstance(value, int):
@@ -720,6 +732,7 @@ def validate_robustness(config: RobustnessConfig) -> None:
         raise ConfigError(f"invalid robustness.probe={config.probe!r}; expected adam or ridge")
     if config.weight_pruning_scope not in ("global", "layer"):
         raise ConfigError(f"invalid robustness.weight_pruning_scope={config.weight_pruning_scope!r}; expected global or layer")
+    check_device_name("robustness.device", config.device)
     if config.layer == 0:
         raise ConfigError("invalid robustness.layer=0; hidden layers are numbered from 1 (or -1 for the last)")
     for name in ("draws", "repeats", "probe_epochs", "probe_batch_size", "probe_lr", "histogram_bins", "group_size"):

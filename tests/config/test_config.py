@@ -114,6 +114,22 @@ def test_missing_cuda_device_is_a_config_error():
         resolve_device("gpu0")
 
 
+@pytest.mark.parametrize("override", ["train.device=tpu", "robustness.device=gpu"])
+def test_device_unknown_name(override):
+    key = override.split("=")[0]
+    with pytest.raises(ConfigError, match=rf"invalid {key}='(tpu|gpu)'; expected auto, cpu, cuda or cuda:N"):
+        if key.startswith("robustness"):
+            config_module.resolve_robustness([override])
+        else:
+            config_module.resolve([], [override])
+
+
+@pytest.mark.parametrize("value", ["nan", ".nan", "inf", "-.inf"])
+def test_non_finite_number_is_rejected(value):
+    with pytest.raises(ConfigError, match=rf"invalid value for train.lr: got .*, expected a finite number"):
+        config_module.resolve([], [f"train.lr={value}"])
+
+
 def test_spsa_reference_code_preset_has_authors_settings():
     config = config_module.resolve(["spsa-reference-code"])
     assert (config.train.optimizer_rule, config.train.mode, config.train.epochs, config.train.batch_size) == (

@@ -81,6 +81,19 @@ def test_changed_config_of_finished_run_is_rejected(tmp_path, tiny_data):
         reproduce(changed, out, log=lambda line: None)
 
 
+def test_reuse_of_run_trained_elsewhere(tmp_path, tiny_data):
+    out = tmp_path / "out"
+    reproduce(Request(budget="smoke", only=("supervised",), overrides=tiny_data), out, log=lambda line: None)
+    config_path = out / "runs" / "supervised-seed0" / "config.yaml"
+    text = config_path.read_text()
+    assert text.startswith("name: ")
+    config_path.write_text("name: trained-with-pnn-ssl-train\n" + text.split("\n", 1)[1])
+
+    lines = []
+    reproduce(Request(budget="smoke", only=("supervised",), overrides=tiny_data), out, log=lines.append)
+    assert "reproduce  supervised-seed0: completed earlier, reused" in lines
+
+
 def test_other_budget_in_same_folder_is_rejected(tmp_path, tiny_data):
     out = tmp_path / "out"
     reproduce(Request(budget="smoke", only=("supervised",), overrides=tiny_data), out, log=lambda line: None)

@@ -27,8 +27,10 @@ from pnn_ssl.config import ConfigError, RobustnessConfig
 from pnn_ssl.reproduction.plan import PlannedRun, plan_runs, read_plan, robustness_plan, select_experiments, split_overrides
 from pnn_ssl.training import train_run
 
-# Fields that may differ between a finished run and the plan without making the run stale.
-IGNORED_FIELDS = ("description", "train.threads", "train.device")
+# Fields that may differ between a finished run and the plan without making the run stale. The labels
+# are among them, so a run trained with `pnn-ssl train` and copied into `runs/` is reused when its
+# settings match the plan.
+IGNORED_FIELDS = ("name", "description", "train.threads", "train.device")
 
 
 @dataclasses.dataclass(frozen=True)

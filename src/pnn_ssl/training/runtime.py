@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from pnn_ssl.config import ConfigError
+from pnn_ssl.config import ConfigError, check_device_name
 
 
 @dataclass(frozen=True)
@@ -37,10 +37,8 @@ def resolve_device(name: str) -> torch.device:
     """Turn "auto", "cpu", "cuda" or "cuda:N" into a device, with a clear error when CUDA is missing."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError as error:
-        raise ConfigError(f"invalid train.device={name!r}; expected auto, cpu, cuda or cuda:N") from error
+    check_device_name("train.device", name)
+    device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"invalid train.device={name!r}: no CUDA device is available; use train.device=cpu or auto")
     return device
