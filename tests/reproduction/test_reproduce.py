@@ -21,6 +21,7 @@ REPORT_SECTIONS = (
     "- Fig. 1g, \"SSL networks are much sparser\":",
     "- Fig. 1b,",
     "- Fig. 1f,",
+    "- SPSA layer against its untrained start (a check the paper does not report):",
     "### neuron-pruning",
     "## Runs",
 )
@@ -45,7 +46,11 @@ def test_smoke_reproduction_writes_every_section(tmp_path, tiny_data, capsys):
     assert (out / "figures" / "compare-first-layer-weights.png").exists()
     state = json.loads((out / "reproduce.json").read_text())
     assert set(state["runs"]) == {f"{key}-seed0" for key in MNIST_EXPERIMENTS}
-    assert "reproduce  [6/6] spsa-mlp-seed0" in capsys.readouterr().out
+    output = capsys.readouterr().out
+    assert "reproduce  [6/6] spsa-mlp-seed0" in output
+    assert "reproduce  spsa-mlp-seed0: probing the untrained network (checkpoints/epoch-0000.pt)" in output
+    spsa_probes = runs.read_json(out / "runs" / "spsa-mlp-seed0" / "results.json")["probes"]
+    assert {"epoch-0", "epoch-1"} <= set(spsa_probes)
 
 
 def test_interrupted_reproduction_continues(tmp_path, tiny_data):

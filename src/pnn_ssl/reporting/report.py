@@ -38,19 +38,24 @@ class Accuracy:
         return f"{self.mean:.2f} ± {self.std:.2f} (n={self.n} {self.over})"
 
 
-def last_layer_accuracies(folder: Path, probe: str) -> list[float]:
-    """Return the per-repeat test accuracies of `probe` on the deepest probed layer (empty if none)."""
+def last_layer_accuracies(folder: Path, probe: str, epoch: int | None = None) -> list[float]:
+    """Return the per-repeat test accuracies of `probe` on the deepest probed layer (empty if none).
+
+    The probes of checkpoint `epoch` are read, by default those of the latest probed checkpoint.
+    """
     probes = runs.read_json(folder / "results.json").get("probes", {})
     if not probes:
         return []
-    latest = probes[max(probes, key=lambda key: int(key.split("-")[1]))]
-    deepest = max(latest, key=lambda key: int(key.split("-")[1]))
-    return list(latest[deepest].get(probe, {}).get("test_accuracy", []))
+    key = max(probes, key=lambda key: int(key.split("-")[1])) if epoch is None else f"epoch-{epoch}"
+    if key not in probes:
+        return []
+    deepest = max(probes[key], key=lambda key: int(key.split("-")[1]))
+    return list(probes[key][deepest].get(probe, {}).get("test_accuracy", []))
 
 
-def experiment_accuracy(folders: list[Path], probe: str) -> Accuracy | None:
+def experiment_accuracy(folders: list[Path], probe: str, epoch: int | None = None) -> Accuracy | None:
     """Combine the runs (seeds) of one experiment into one accuracy, as the module docstring describes."""
-    per_run = [values for values in (last_layer_accuracies(folder, probe) for folder in folders) if values]
+    per_run = [values for values in (last_layer_accuracies(folder, probe, epoch) for folder in folders) if values]
     if not per_run:
         return None
     if len(per_run) == 1:
@@ -205,6 +210,16 @@ def _claim_verdicts(by_experiment: dict[str, list[Path]]) -> list[str]:
         difference = accuracies["layerwise-mlp"].mean - accuracies["vicreg-mlp"].mean
         verdict = "holds" if abs(difference) <= CLOSE_TOLERANCE else "does not hold"
         lines.append(f"- Claim \"layer-wise SSL is close to end-to-end SSL (MLP)\": {verdict} (difference {difference:+.2f} points).")
+    trained, untrained = (experiment_accuracy(by_experiment.get("spsa-mlp", []), "adam", epoch) for epoch in (None, 0))
+    if trained and untrained:
+        difference = trained.mean - untrained.mean
+        if abs(difference) <= 2 * max(trained.std, untrained.std):
+            verdict = "no difference beyond the probes' spread"
+        else:
+            verdict = "training helps" if difference > 0 else "training makes the layer worse"
+        # The paper reports the SPSA accuracy without this baseline, so this line is ours, not a claim of it.
+        lines.append(f"- SPSA layer against its untrained start (a check the paper does not report): {verdict} "
+                     f"(trained {trained}, untrained {untrained}).")
     for key, name in (("layerwise-mlp", "MLP"), ("layerwise-cnn", "CNN")):
         if by_experiment.get(key):
             lines.append(f"- Claim \"stacking layers improves test accuracy ({name})\": {_stacking_verdict(by_experiment[key][0])}")

@@ -36,6 +36,7 @@ class Experiment:
     paper_accuracy: float | None  # last-layer probe test accuracy (%) the paper reports
     source: str  # where in the paper that number is
     needs: str = ""  # "cifar10" for experiments that need CIFAR-10 data
+    probe_untrained: bool = False  # also probe the epoch-0 checkpoint, the untrained baseline
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,6 +70,7 @@ def read_plan() -> tuple[dict[str, dict[str, Any]], dict[str, Experiment]]:
             paper_accuracy=entry.get("paper_accuracy"),
             source=entry.get("source", ""),
             needs=entry.get("needs", ""),
+            probe_untrained=entry.get("probe_untrained", False),
         )
     return raw["budgets"], experiments
 

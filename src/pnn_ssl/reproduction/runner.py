@@ -75,6 +75,8 @@ def reproduce(request: Request, out: Path, *, log: Callable[[str], None] = print
             folder = out / "runs" / run.name
             started = time.perf_counter()
             status = _train_or_reuse(run, folder, log)
+            if run.experiment.probe_untrained:
+                _probe_untrained(run, folder, log)
             # The request is recorded with its first finished run, so one that fails its checks changes nothing.
             state.update(seeds=request.seeds, only=list(request.only), overrides=list(request.overrides))
             state["runs"][run.name] = {"folder": str(folder.relative_to(out)), "status": status,
@@ -117,6 +119,16 @@ def _train_or_reuse(run: PlannedRun, folder: Path, log: Callable[[str], None]) -
         log(f"reproduce  {run.name}: stopped before its first checkpoint; moved to {aside.name} and starting again")
     _train(run, runs.claim_run_folder(folder), resume=False, log=log)
     return "trained"
+
+
+def _probe_untrained(run: PlannedRun, folder: Path, log: Callable[[str], None]) -> None:
+    """Probe the run's epoch-0 snapshot once, as the baseline that training is compared with."""
+    if "epoch-0" in runs.read_json(folder / "results.json").get("probes", {}):
+        return
+    from pnn_ssl.training.reprobe import reprobe
+
+    log(f"reproduce  {run.name}: probing the untrained network (checkpoints/epoch-0000.pt)")
+    reprobe(folder, "epoch-0000.pt", log=log)
 
 
 def _train(run: PlannedRun, folder: Path, *, resume: bool, log: Callable[[str], None]) -> None:
