@@ -120,8 +120,9 @@ def _header(out: Path, planned: list[PlannedRun], finished: dict[str, Path]) -> 
         "Compared with Laydevant, Lott, Venturelli and McMahon, *The Benefits of Self-Supervised Learning for "
         "Training Physical Neural Networks* (NeurIPS 2023 workshop).",
         "",
-        f"- Written {dt.datetime.now().astimezone().isoformat(timespec='seconds')} by pnn-ssl {__version__}"
-        f" (git {environment.get('git_revision') or 'unknown'}), torch {environment.get('torch', 'unknown')}.",
+        f"- Written {dt.datetime.now().astimezone().isoformat(timespec='seconds')} by pnn-ssl {__version__}; "
+        f"the first run was trained at git {environment.get('git_revision') or 'unknown'} with torch "
+        f"{environment.get('torch', 'unknown')}.",
         f"- Machine: {machine}, {environment.get('cpu_count', '?')} CPU cores, device {environment.get('device', '?')}.",
         f"- Runs finished: {len(finished)} of {len(planned)}; training time {seconds / 60:.1f} min in all"
         f" (probes not included); wall time of the reproduction so far, all invocations, before this report: {state.get('wall_seconds', 0.0) / 60:.1f} min.",

@@ -29,8 +29,8 @@ from pnn_ssl.training import train_run
 
 # Fields that may differ between a finished run and the plan without making the run stale. The labels
 # are among them, so a run trained with `pnn-ssl train` and copied into `runs/` is reused when its
-# settings match the plan.
-IGNORED_FIELDS = ("name", "description", "train.threads", "train.device")
+# settings match the plan. Snapshot intervals change which checkpoints exist, not what is trained.
+IGNORED_FIELDS = ("name", "description", "train.threads", "train.device", "train.checkpoint_every", "train.keep_every")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -127,6 +127,9 @@ def _probe_untrained(run: PlannedRun, folder: Path, log: Callable[[str], None]) 
         return
     from pnn_ssl.training.reprobe import reprobe
 
+    if not (folder / "checkpoints" / "epoch-0000.pt").exists():  # trained before the plan kept it
+        log(f"reproduce  {run.name}: no checkpoints/epoch-0000.pt, so the untrained network is not probed")
+        return
     log(f"reproduce  {run.name}: probing the untrained network (checkpoints/epoch-0000.pt)")
     reprobe(folder, "epoch-0000.pt", log=log)
 
