@@ -55,6 +55,14 @@ def test_depth_errors_read_latest_checkpoint(tmp_path):
     assert errors["lbfgs"]["test"] == [(1, 6.5, 0.0, 1), (2, 2.5, 0.0, 1)]
 
 
+def test_epoch_accuracies_cover_every_probed_checkpoint(tmp_path):
+    curves = figures.read_epoch_accuracies(_fake_run(tmp_path / "run"))
+
+    assert list(curves) == [("adam", 1), ("adam", 2), ("lbfgs", 1), ("lbfgs", 2)]
+    assert curves[("adam", 1)] == [(5, 50.0, 0.0, 1), (10, 91.0, pytest.approx(2**0.5), 2)]
+    assert curves[("lbfgs", 2)] == [(10, 97.5, 0.0, 1)]
+
+
 def test_mlp_weights_become_image_tiles():
     tiles = figures.weight_tiles(torch.randn(120, 784))
     assert len(tiles) == 100
@@ -76,7 +84,7 @@ def test_plot_run_writes_pngs_named_by_run(tmp_path):
     folder = _fake_run(tmp_path / "run")
     written = figures.plot_run(folder)
 
-    assert [path.name for path in written] == ["error-vs-depth.png", "first-layer-weights.png"]
+    assert [path.name for path in written] == ["error-vs-depth.png", "accuracy-vs-epoch.png", "first-layer-weights.png"]
     for path in written:
         assert path.parent == folder / "figures"
         assert path.read_bytes().startswith(PNG_SIGNATURE)

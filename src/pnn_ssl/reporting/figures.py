@@ -5,6 +5,9 @@ Per run, into RUN/figures/:
 - `error-vs-depth.png`: train and test error (100 - accuracy, %) of each probe against the layer
   it reads, at the latest probed checkpoint in results.json. Points are the mean over the probe's
   repeats, error bars the sample std.
+- `accuracy-vs-epoch.png`, when checkpoints of two or more epochs were probed (snapshots probed
+  with `pnn-ssl probe RUN --checkpoint epoch-NNNN.pt`): each probe's test accuracy on each layer
+  against the training epoch, mean ± sample std over its repeats.
 - `first-layer-weights.png`: the first physical layer's weights from checkpoints/last.pt. For an
   MLP, the first 100 rows reshaped to the input image; for a CNN, the first 64 filters. Each tile
   is scaled to its own range.
@@ -66,6 +69,9 @@ def plot_run(folder: Path) -> list[Path]:
     written = []
     if errors:
         written.append(_save(error_vs_depth_figure(folder, errors), target / "error-vs-depth.png"))
+    curves = read_epoch_accuracies(folder)
+    if any(len(points) > 1 for points in curves.values()):
+        written.append(_save(accuracy_vs_epoch_figure(folder, curves), target / "accuracy-vs-epoch.png"))
     if has_checkpoint:
         written.append(_save(first_layer_figure(folder), target / "first-layer-weights.png"))
     return written
@@ -92,6 +98,37 @@ def read_depth_errors(folder: Path) -> dict[str, dict[str, list[tuple[int, float
                 errors = [100.0 - accuracy for accuracy in summary[f"{split}_accuracy"]]
                 table.setdefault(probe, {}).setdefault(split, []).append((layer, *mean_std(errors), len(errors)))
     return table
+
+
+def read_epoch_accuracies(folder: Path) -> dict[tuple[str, int], list[tuple[int, float, float, int]]]:
+    """Read {(probe, layer): [(epoch, mean test accuracy %, std, n), ...]} over every probed checkpoint."""
+    probes = runs.read_json(folder / "results.json").get("probes", {})
+    curves: dict[tuple[str, int], list[tuple[int, float, float, int]]] = {}
+    for epoch_key in sorted(probes, key=lambda key: int(key.split("-")[1])):
+        for layer_key, by_probe in probes[epoch_key].items():
+            for probe, summary in by_probe.items():
+                accuracies = summary["test_accuracy"]
+                point = (int(epoch_key.split("-")[1]), *mean_std(accuracies), len(accuracies))
+                curves.setdefault((probe, int(layer_key.split("-")[1])), []).append(point)
+    return dict(sorted(curves.items()))
+
+
+def accuracy_vs_epoch_figure(folder: Path, curves: dict) -> Figure:
+    """Plot each probe's test accuracy on each layer against the epoch of the probed checkpoint."""
+    figure = Figure(figsize=(6.0, 4.2), layout="constrained")
+    axes = figure.subplots()
+    layers = sorted({layer for _, layer in curves})
+    for (probe, layer), points in curves.items():
+        epochs, means, stds, counts = zip(*points)
+        style = "-" if probe == "adam" else "--"
+        label = f"layer {layer}, {probe} probe (n≤{max(counts)})"
+        axes.errorbar(epochs, means, yerr=stds, fmt=f"o{style}", color=f"C{layers.index(layer)}", capsize=3, label=label)
+    axes.set_xlabel("training epoch of the probed checkpoint")
+    axes.set_ylabel("test accuracy (%)")
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize=7)
+    axes.set_title(f"Probe test accuracy vs training epoch\n{run_title(folder, detail=True)}", fontsize=8)
+    return figure
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:
