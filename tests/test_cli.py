@@ -211,3 +211,19 @@ def test_probe_again_replaces_rows_keeps_other_kinds(tmp_path, tiny_args):
     rows = runs.probes_csv(folder).read()
     keys = [(row["layer"], row["probe"], row["repeat"], row["probe_epoch"], row["split"]) for row in rows]
     assert len(keys) == len(set(keys))
+
+
+def test_reproduce_rejects_folder_of_other_results(tmp_path, capsys):
+    out = tmp_path / "run1"
+    (out / "robustness").mkdir(parents=True)
+    (out / "robustness" / "robustness.csv").write_text("model\n")
+    assert cli.main(["reproduce", "--budget", "smoke", "--out", str(out)]) == 2
+    assert "is a folder with other contents and no reproduce.json" in capsys.readouterr().err
+    assert (out / "robustness" / "robustness.csv").read_text() == "model\n"
+
+
+def test_output_path_is_a_file(tmp_path, capsys):
+    blocker = tmp_path / "afile"
+    blocker.write_text("")
+    assert cli.main(["train", "--preset", "smoke", "--runs-dir", str(blocker)]) == 2
+    assert f"pnn-ssl: error: {blocker}: File exists; check the path" in capsys.readouterr().err

@@ -142,6 +142,11 @@ def command_reproduce(args: argparse.Namespace) -> int:
     out = Path(args.out or f"reproduction-{args.budget}-{args.settings}-{args.dataset}")
     if out.exists() and not out.is_dir():
         raise runs.RunFolderError(f"--out {out} is a file, not a folder; give a folder path")
+    if out.is_dir() and any(out.iterdir()) and not (out / "reproduce.json").exists():
+        raise runs.RunFolderError(
+            f"--out {out} is a folder with other contents and no reproduce.json; give a new or empty folder, "
+            "or the folder of an earlier reproduction to continue it"
+        )
     try:
         reproduce(request, out, log=log)
     except KeyboardInterrupt:
@@ -249,6 +254,10 @@ def main(argv: list[str] | None = None) -> int:
         return args.handler(args)
     except (config_module.ConfigError, runs.RunFolderError, DataError, TrainingStopped) as error:
         print(f"pnn-ssl: error: {error}", file=sys.stderr)
+        return 2
+    except (FileExistsError, NotADirectoryError, FileNotFoundError, PermissionError) as error:
+        # Mostly output paths: a file where a folder is needed, or a parent that is missing or read-only.
+        print(f"pnn-ssl: error: {error.filename}: {error.strerror}; check the path or give another one", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("pnn-ssl: interrupted", file=sys.stderr)
