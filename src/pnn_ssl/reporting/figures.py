@@ -120,7 +120,7 @@ def accuracy_vs_epoch_figure(folder: Path, curves: dict) -> Figure:
     layers = sorted({layer for _, layer in curves})
     for (probe, layer), points in curves.items():
         epochs, means, stds, counts = zip(*points)
-        style = "-" if probe == "adam" else "--"
+        style = {"adam": "-", "lbfgs": "--"}.get(probe, ":")
         label = f"layer {layer}, {probe} probe (n≤{max(counts)})"
         axes.errorbar(epochs, means, yerr=stds, fmt=f"o{style}", color=f"C{layers.index(layer)}", capsize=3, label=label)
     axes.set_xlabel("training epoch of the probed checkpoint")
