@@ -218,7 +218,7 @@ def test_reproduce_rejects_folder_of_other_results(tmp_path, capsys):
     (out / "robustness").mkdir(parents=True)
     (out / "robustness" / "robustness.csv").write_text("model\n")
     assert cli.main(["reproduce", "--budget", "smoke", "--out", str(out)]) == 2
-    assert "is a folder with other contents and no reproduce.json" in capsys.readouterr().err
+    assert "contains robustness but no reproduce.json" in capsys.readouterr().err
     assert (out / "robustness" / "robustness.csv").read_text() == "model\n"
 
 

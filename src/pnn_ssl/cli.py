@@ -142,10 +142,12 @@ def command_reproduce(args: argparse.Namespace) -> int:
     out = Path(args.out or f"reproduction-{args.budget}-{args.settings}-{args.dataset}")
     if out.exists() and not out.is_dir():
         raise runs.RunFolderError(f"--out {out} is a file, not a folder; give a folder path")
-    if out.is_dir() and any(out.iterdir()) and not (out / "reproduce.json").exists():
+    # A new reproduction may start from run folders copied into OUT/runs/, but nothing else is overwritten.
+    other = sorted(path.name for path in out.iterdir() if path.name != "runs") if out.is_dir() else []
+    if other and not (out / "reproduce.json").exists():
         raise runs.RunFolderError(
-            f"--out {out} is a folder with other contents and no reproduce.json; give a new or empty folder, "
-            "or the folder of an earlier reproduction to continue it"
+            f"--out {out} contains {', '.join(other[:3])} but no reproduce.json; give a new folder, one with "
+            "only runs/ in it, or the folder of an earlier reproduction to continue it"
         )
     try:
         reproduce(request, out, log=log)
