@@ -227,3 +227,12 @@ def test_output_path_is_a_file(tmp_path, capsys):
     blocker.write_text("")
     assert cli.main(["train", "--preset", "smoke", "--runs-dir", str(blocker)]) == 2
     assert f"pnn-ssl: error: {blocker}: File exists; check the path" in capsys.readouterr().err
+
+
+def test_reproduce_accepts_folder_with_only_runs(tmp_path, tiny_mnist, capsys):
+    out = tmp_path / "out"
+    (out / "runs").mkdir(parents=True)
+    args = ["reproduce", "--budget", "smoke", "--only", "supervised", "--out", str(out), "--set", f"data.data_dir={tiny_mnist}",
+            "--set", "data.download=false", "--set", "train.threads=1"]
+    assert cli.main(args) == 0
+    assert (out / "reproduce.json").exists()
