@@ -159,7 +159,7 @@ def test_resume_accepts_thread_count(tmp_path, tiny_args, capsys):
     assert runs.read_config(folder).train.threads == 1
 
 
-def test_resume_reports_damaged_checkpoint_before_loading_data(tmp_path, tiny_args, tiny_mnist, capsys):
+def test_resume_damaged_checkpoint_first(tmp_path, tiny_args, tiny_mnist, capsys):
     folder = tmp_path / "run"
     assert cli.main(["train", "--preset", "smoke", *tiny_args, "--set", "train.epochs=1", "--run-dir", str(folder)]) == 0
     runs.update_results(folder, status="interrupted")
@@ -213,7 +213,7 @@ def test_probe_again_replaces_rows_keeps_other_kinds(tmp_path, tiny_args):
     assert len(keys) == len(set(keys))
 
 
-def test_reproduce_rejects_folder_of_other_results(tmp_path, capsys):
+def test_reproduce_out_with_other_results(tmp_path, capsys):
     out = tmp_path / "run1"
     (out / "robustness").mkdir(parents=True)
     (out / "robustness" / "robustness.csv").write_text("model\n")
@@ -229,7 +229,7 @@ def test_output_path_is_a_file(tmp_path, capsys):
     assert f"pnn-ssl: error: {blocker}: File exists; check the path" in capsys.readouterr().err
 
 
-def test_reproduce_accepts_folder_with_only_runs(tmp_path, tiny_mnist, capsys):
+def test_reproduce_out_with_only_runs(tmp_path, tiny_mnist, capsys):
     out = tmp_path / "out"
     (out / "runs").mkdir(parents=True)
     args = ["reproduce", "--budget", "smoke", "--only", "supervised", "--out", str(out), "--set", f"data.data_dir={tiny_mnist}",

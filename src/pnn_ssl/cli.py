@@ -58,7 +58,7 @@ def command_train(args: argparse.Namespace) -> int:
             completed = results.get("epochs_completed")
             log(f"run    {folder} is already completed ({completed} epoch{'' if completed == 1 else 's'}); nothing to resume")
             return 0
-        # A missing or damaged checkpoint is reported now, before the dataset is loaded; mmap reads no weights.
+        # A missing or damaged checkpoint is reported before the dataset loads. With mmap, no weights are read.
         runs.read_checkpoint(runs.checkpoint_path(folder, "last.pt"), mmap=True)
         for text in args.overrides:
             config = config_module.from_dict(config_module.merge(config_module.to_dict(config), config_module.parse_override(text)))
@@ -258,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"pnn-ssl: error: {error}", file=sys.stderr)
         return 2
     except (FileExistsError, NotADirectoryError, FileNotFoundError, PermissionError) as error:
-        # Mostly output paths: a file where a folder is needed, or a parent that is missing or read-only.
+        # These are mostly output paths: a file where a folder is needed, or a missing or read-only parent.
         print(f"pnn-ssl: error: {error.filename}: {error.strerror}; check the path or give another one", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

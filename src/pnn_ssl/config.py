@@ -35,8 +35,8 @@ class DataConfig:
     data_dir: str | None = None  # folder with the standard files; tried before any other source
     download: bool = True  # fall back to the standard download URLs when no offline copy exists
     normalize: bool = False  # per-channel mean/std; the paper's MNIST inputs stay in [0, 1]
-    train_limit: int = 0  # use at most the first N training images (0: all; the run log states the count)
-    test_limit: int = 0  # use at most the first N test images (0: all)
+    train_limit: int = 0  # use at most the first N training images, or all for 0 (the run log states the count)
+    test_limit: int = 0  # use at most the first N test images, or all for 0
 
 
 @dataclass(frozen=True)

@@ -125,7 +125,7 @@ def test_device_unknown_name(override):
 
 
 @pytest.mark.parametrize("value", ["nan", ".nan", "inf", "-.inf"])
-def test_non_finite_number_is_rejected(value):
+def test_lr_non_finite_value(value):
     with pytest.raises(ConfigError, match=rf"invalid value for train.lr: got .*, expected a finite number"):
         config_module.resolve([], [f"train.lr={value}"])
 

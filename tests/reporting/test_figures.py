@@ -55,7 +55,7 @@ def test_depth_errors_read_latest_checkpoint(tmp_path):
     assert errors["lbfgs"]["test"] == [(1, 6.5, 0.0, 1), (2, 2.5, 0.0, 1)]
 
 
-def test_epoch_accuracies_cover_every_probed_checkpoint(tmp_path):
+def test_epoch_accuracies_every_checkpoint(tmp_path):
     curves = figures.read_epoch_accuracies(_fake_run(tmp_path / "run"))
 
     assert list(curves) == [("adam", 1), ("adam", 2), ("lbfgs", 1), ("lbfgs", 2)]

@@ -9,7 +9,7 @@ FIELDS = ("model", "run_name", "layer", "perturbation", "level", "draw", "repeat
 
 
 def _write_suite(folder, clean_errors, deltas):
-    """One weight-noise row per model and level: `deltas[model]` lists the change at levels 0.01 and 0.04."""
+    """Write one weight-noise row per model and level, with the changes in `deltas[model]` at levels 0.01 and 0.04."""
     (folder / "robustness").mkdir(parents=True)
     with open(folder / "robustness" / "robustness.csv", "w", newline="") as handle:
         writer = csv.DictWriter(handle, FIELDS)
@@ -22,8 +22,8 @@ def _write_suite(folder, clean_errors, deltas):
                                  "threshold": ""})
 
 
-def test_verdict_compares_mean_change_over_levels(tmp_path):
-    # SSL: (0.2 + 0.6) / 2 = 0.4 points; supervised: (0.5 + 1.5) / 2 = 1.0; with augmentation 0.5.
+def test_verdict_mean_over_levels(tmp_path):
+    # Mean change: SSL (0.2 + 0.6) / 2 = 0.4 points, supervised (0.5 + 1.5) / 2 = 1.0, with augmentation 0.5.
     _write_suite(tmp_path, {"vicreg-mlp": 1.5, "supervised": 1.8, "supervised-aug": 1.0},
                  {"vicreg-mlp": (0.2, 0.6), "supervised": (0.5, 1.5), "supervised-aug": (0.25, 0.75)})
     section = robustness_section(tmp_path)
@@ -31,7 +31,7 @@ def test_verdict_compares_mean_change_over_levels(tmp_path):
             "(mean change over levels: SSL +0.40, supervised +1.00, supervised-aug +0.50 points).") in section
 
 
-def test_verdict_is_withheld_for_undertrained_ssl_model(tmp_path):
+def test_verdict_undertrained_ssl_model(tmp_path):
     # Clean error 21.6 % against 1.9 % and 1.1 %: noise lowers the error, which would otherwise "hold".
     _write_suite(tmp_path, {"vicreg-mlp": 21.6, "supervised": 1.9, "supervised-aug": 1.1},
                  {"vicreg-mlp": (-4.0, -16.0), "supervised": (0.5, 3.0), "supervised-aug": (0.4, 2.4)})
