@@ -91,6 +91,19 @@ def test_checkpoint_path_lists_existing_files(tmp_path):
     )
 
 
+@pytest.mark.parametrize("name", ["/elsewhere/run/checkpoints/last.pt", "../other/checkpoints/last.pt", "..", ""])
+def test_checkpoint_path_rejects_paths(tmp_path, name):
+    folder = runs.claim_run_folder(tmp_path / "run")
+    _linear_checkpoint(folder, "last.pt")
+
+    with pytest.raises(runs.RunFolderError) as caught:
+        runs.checkpoint_path(folder, name)
+
+    assert str(caught.value) == (
+        f"invalid checkpoint name {name!r}; give the name of a file in {folder / 'checkpoints'} (last.pt), not a path"
+    )
+
+
 def test_checkpoint_path_without_checkpoints(tmp_path):
     folder = runs.claim_run_folder(tmp_path / "run")
     with pytest.raises(runs.RunFolderError, match="contains no checkpoints, so the run has not saved one yet; train it again"):
@@ -148,7 +161,8 @@ def test_read_checkpoint_rejects_damage(tmp_path, kind, problem, mmap):
     message = str(caught.value)
     assert message.startswith(f"checkpoint {path} {problem}")
     assert message.endswith(
-        f"; restore it from a copy, use another file in {path.parent} (epoch-0002.pt), or train the run again"
+        f"; restore it from a copy, copy one of the snapshots in {path.parent} (epoch-0002.pt) over it, "
+        f"or train the run again"
     )
     assert "\n" not in message
     assert "weights_only" not in message  # torch's advice to load untrusted files unsafely is not repeated
@@ -161,6 +175,26 @@ def test_read_checkpoint_advice_without_other_files(tmp_path):
     path.write_bytes(b"")
     with pytest.raises(runs.RunFolderError, match=r"is empty \(0 bytes\); restore it from a copy, or train the run again$"):
         runs.read_checkpoint(path)
+
+
+def test_read_checkpoint_advice_for_snapshot(tmp_path):
+    folder = runs.claim_run_folder(tmp_path / "run")
+    _linear_checkpoint(folder, "last.pt")
+    path = folder / "checkpoints" / "epoch-0002.pt"
+    path.write_bytes(b"")
+
+    with pytest.raises(runs.RunFolderError) as caught:
+        runs.read_checkpoint(path)
+
+    assert str(caught.value).endswith(
+        f"; restore it from a copy, probe another snapshot in {path.parent} (last.pt) with --checkpoint, "
+        f"or train the run again"
+    )
+
+
+def test_read_config_missing_folder(tmp_path):
+    with pytest.raises(runs.RunFolderError, match=r"^run folder .*missing not found$"):
+        runs.read_config(tmp_path / "missing")
 
 
 def test_check_model_state_names_differences(tmp_path):

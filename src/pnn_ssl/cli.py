@@ -140,6 +140,12 @@ def command_reproduce(args: argparse.Namespace) -> int:
         overrides=tuple(args.overrides),
     )
     out = Path(args.out or f"reproduction-{args.budget}-{args.settings}-{args.dataset}")
+    if args.plan:
+        from pnn_ssl.reproduction.runner import describe_plan
+
+        for line in describe_plan(request, out):
+            log(line)
+        return 0
     if out.exists() and not out.is_dir():
         raise runs.RunFolderError(f"--out {out} is a file, not a folder; give a folder path")
     # A new reproduction may start from run folders copied into OUT/runs/, but nothing else is overwritten.
@@ -230,6 +236,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--include-cifar10", action="store_true", help="also run the CIFAR-10 CNNs (GPU-sized; needs the CIFAR-10 data)"
     )
     reproduce.add_argument("--out", metavar="DIR", help="output folder (default: reproduction-BUDGET-SETTINGS-DATASET)")
+    reproduce.add_argument(
+        "--plan",
+        action="store_true",
+        help="print each planned run, its state in OUT and the 'pnn-ssl train' command that trains it alone; run nothing",
+    )
     _add_set_argument(reproduce, "KEY=VALUE", "override a config field in every run, e.g. --set train.threads=1")
     reproduce.set_defaults(handler=command_reproduce)
 

@@ -108,8 +108,17 @@ def list_checkpoints(folder: Path) -> list[str]:
 
 
 def checkpoint_path(folder: Path, name: str) -> Path:
-    """Return folder/checkpoints/name, or raise RunFolderError naming the checkpoints that exist."""
+    """Return folder/checkpoints/name, or raise RunFolderError naming the checkpoints that exist.
+
+    `name` is a file name, not a path: results of a checkpoint are stored in `folder`, so another
+    run's file is rejected.
+    """
     path = folder / "checkpoints" / name
+    if Path(name).name != name or name in ("", ".", ".."):
+        raise RunFolderError(
+            f"invalid checkpoint name {name!r}; give the name of a file in {folder / 'checkpoints'} "
+            f"({_some(list_checkpoints(folder)) or 'none saved yet'}), not a path"
+        )
     if path.is_file():
         return path
     names = list_checkpoints(folder)
@@ -199,7 +208,11 @@ def _checkpoint_advice(path: Path) -> str:
     others = [name for name in list_checkpoints(path.parent.parent) if name != path.name]
     if not others:
         return "restore it from a copy, or train the run again"
-    return f"restore it from a copy, use another file in {path.parent} ({_some(others)}), or train the run again"
+    if path.name == "last.pt":  # train --resume and robustness read only last.pt, so a snapshot must take its place
+        return (f"restore it from a copy, copy one of the snapshots in {path.parent} ({_some(others)}) over it, "
+                f"or train the run again")
+    return (f"restore it from a copy, probe another snapshot in {path.parent} ({_some(others)}) with --checkpoint, "
+            f"or train the run again")
 
 
 def _unusable(path: Path, problem: str) -> RunFolderError:
@@ -213,6 +226,8 @@ def write_config(folder: Path, config: config_module.ExperimentConfig) -> None:
 def read_config(folder: str | Path) -> config_module.ExperimentConfig:
     """Load the resolved config of a run folder."""
     path = Path(folder) / "config.yaml"
+    if not Path(folder).is_dir():
+        raise RunFolderError(f"run folder {folder} not found")
     if not path.exists():
         raise RunFolderError(f"{folder} is not a run folder: {path.name} is missing")
     return config_module.load(path)

@@ -132,7 +132,8 @@ def test_read_idx_trailing_bytes(tmp_path):
         (b"\x01\x00\x08\x01", "invalid IDX magic number"),
         (b"\x00\x00\x08\x00", "invalid IDX magic number"),
         (b"\x00\x00\x07\x01", "unknown IDX dtype code 0x07"),
-        (b"\x00\x00", "invalid IDX magic number"),
+        (b"\x00\x00", "file too short for an IDX header \\(2 bytes"),
+        (b"", "file too short for an IDX header \\(0 bytes"),
         (b"\x00\x00\x08\x03\x00\x00", "truncated IDX header"),
     ],
 )

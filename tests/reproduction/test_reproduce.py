@@ -1,6 +1,8 @@
 """`pnn-ssl reproduce` end to end on tiny MNIST-format files, and the report's statistics."""
 
+import dataclasses
 import json
+import shlex
 
 import pytest
 
@@ -8,7 +10,7 @@ from pnn_ssl import cli, runs
 from pnn_ssl.config import ConfigError
 from pnn_ssl.reporting.report import experiment_accuracy
 from pnn_ssl.reproduction import plan as plan_module
-from pnn_ssl.reproduction.runner import Request, reproduce
+from pnn_ssl.reproduction.runner import Request, describe_plan, planned_runs, reproduce
 
 REPORT_SECTIONS = (
     "# Reproduction report: smoke budget, paper settings, mnist",
@@ -72,7 +74,7 @@ def test_interrupted_reproduction_continues(tmp_path, tiny_data):
     lines.clear()
     reproduce(request, out, log=lines.append)
     assert "reproduce  supervised-seed0: completed earlier, reused" in lines
-    assert any(line.startswith("reproduce  vicreg-mlp-seed0: resuming from epoch 1") for line in lines)
+    assert any(line.startswith("reproduce  vicreg-mlp-seed0: resuming from the checkpoint of epoch 1;") for line in lines)
     assert (first / "metrics.csv").read_text() == metrics_before
     assert runs.read_json(out / "runs" / "vicreg-mlp-seed0" / "results.json")["status"] == "completed"
     assert (out / "report.md").exists()
@@ -97,6 +99,43 @@ def test_reuse_of_run_trained_elsewhere(tmp_path, tiny_data):
     lines = []
     reproduce(Request(budget="smoke", only=("supervised",), overrides=tiny_data), out, log=lines.append)
     assert "reproduce  supervised-seed0: completed earlier, reused" in lines
+
+
+@pytest.mark.parametrize("settings", plan_module.SETTINGS)
+def test_train_command_resolves_planned_config(tmp_path, settings):
+    _, experiments = plan_module.read_plan()
+    planned = plan_module.plan_runs(list(experiments.values()), budget="paper", settings=settings, seeds=2)
+    for run in planned:
+        words = shlex.split(run.train_command(tmp_path / "out"))
+        assert words[:2] == ["pnn-ssl", "train"]
+        args = cli.build_parser().parse_args(words[1:])
+        assert args.run_dir == str(tmp_path / "out" / "runs" / run.name)
+        assert cli._resolve(args) == dataclasses.replace(run.config, name=cli._resolve(args).name)
+
+
+def test_plan_option_writes_nothing(tmp_path, capsys):
+    out = tmp_path / "out"
+    assert cli.main(["reproduce", "--budget", "smoke", "--only", "supervised", "vicreg-mlp", "--out", str(out), "--plan"]) == 0
+
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "supervised-seed0  (not started)"
+    assert lines[1].startswith("    pnn-ssl train --preset supervised --set ")
+    assert lines[2] == "vicreg-mlp-seed0  (not started)"
+    assert lines[3].endswith(f"--run-dir {out / 'runs' / 'vicreg-mlp-seed0'}")
+    assert len(lines) == 4
+    assert not out.exists()
+
+
+def test_planned_train_command_is_reused(tmp_path, tiny_data):
+    out = tmp_path / "out"
+    request = Request(budget="smoke", only=("supervised",), overrides=tiny_data)
+    (run,) = planned_runs(request)
+    assert cli.main(shlex.split(run.train_command(out))[1:]) == 0
+
+    lines = []
+    reproduce(request, out, log=lines.append)
+    assert "reproduce  supervised-seed0: completed earlier, reused" in lines
+    assert describe_plan(request, out)[0] == "supervised-seed0  (completed)"
 
 
 def test_other_budget_in_same_folder_is_rejected(tmp_path, tiny_data):

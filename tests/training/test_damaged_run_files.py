@@ -90,7 +90,8 @@ def test_damaged_checkpoint_gives_one_line(run, tmp_path, capsys, command, kind,
     error = capsys.readouterr().err
     assert error.startswith(f"pnn-ssl: error: checkpoint {path} {problem}")
     assert error.rstrip("\n").endswith(
-        f"restore it from a copy, use another file in {path.parent} (epoch-0000.pt, epoch-0001.pt), or train the run again"
+        f"restore it from a copy, copy one of the snapshots in {path.parent} (epoch-0000.pt, epoch-0001.pt) over it, "
+        f"or train the run again"
     )
     assert error.count("\n") == 1
     assert path.read_bytes() == damaged
@@ -101,6 +102,18 @@ def test_robustness_checks_before_writing(run, tmp_path, capsys):
     _damage(run / "checkpoints" / "last.pt", "empty")
     assert cli.main(["robustness", str(run), "--out", str(tmp_path / "robustness")]) == 2
     assert not (tmp_path / "robustness").exists()
+
+
+def test_robustness_layer_checked_before_writing(run, tmp_path, capsys):
+    out = tmp_path / "robustness"
+    capsys.readouterr()
+
+    assert cli.main(["robustness", str(run), "--out", str(out), "--set", "robustness.layer=9"]) == 2
+
+    error = capsys.readouterr().err
+    depth = config_module.model_depth(runs.read_config(run).model)
+    assert error == f"pnn-ssl: error: invalid robustness.layer=9; {run} has hidden layers 1..{depth}\n"
+    assert not out.exists()
 
 
 def test_probe_missing_checkpoint_lists_files(run, capsys, monkeypatch):

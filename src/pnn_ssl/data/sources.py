@@ -397,7 +397,12 @@ def _open_maybe_gzip(path: Path) -> BinaryIO:
 def _read_idx_header(stream: BinaryIO, path: Path, digest) -> tuple[np.dtype, tuple[int, ...]]:
     """Parse the magic number (0, 0, dtype code, number of dimensions) and the big-endian sizes."""
     magic = _read_exactly(stream, 4)
-    if len(magic) < 4 or magic[0] != 0 or magic[1] != 0 or magic[3] == 0:
+    if len(magic) < 4:
+        raise DataError(
+            f"{path}: file too short for an IDX header ({len(magic)} bytes, at least 4 expected); "
+            f"delete it and download or copy it again"
+        )
+    if magic[0] != 0 or magic[1] != 0 or magic[3] == 0:
         raise DataError(
             f"{path}: invalid IDX magic number 0x{magic.hex()}; expected 0x0000 followed by a dtype "
             f"code and the number of dimensions, so this is not an IDX file"

@@ -102,8 +102,10 @@ def run_robustness(
     folders: list[Path], config: RobustnessConfig, output: Path, *, log: Callable[[str], None] = print
 ) -> dict:
     """Measure every configured perturbation on every run and write the CSV files into `output`."""
-    for folder in folders:  # a missing or unusable checkpoint fails before any data loads or output is written
-        read_run_checkpoint(folder, runs.read_config(folder))
+    for folder in folders:  # a bad layer or checkpoint fails before any data loads or output is written
+        run_config = runs.read_config(folder)
+        resolve_layer(config.layer, config_module.model_depth(run_config.model), folder)
+        read_run_checkpoint(folder, run_config)
     output.mkdir(parents=True, exist_ok=True)
     runs.atomic_write_text(output / "robustness-config.yaml", yaml.safe_dump(config_module.to_dict(config), sort_keys=False))
     rows: list[dict] = []
@@ -136,6 +138,14 @@ def run_robustness(
     return summary
 
 
+def resolve_layer(layer: int, depth: int, folder: Path) -> int:
+    """Return the 1-based hidden layer that `robustness.layer` names (negative counts from the last)."""
+    resolved = depth + 1 + layer if layer < 0 else layer
+    if not 1 <= resolved <= depth:
+        raise config_module.ConfigError(f"invalid robustness.layer={layer}; {folder} has hidden layers 1..{depth}")
+    return resolved
+
+
 def load_run(folder: Path, config: RobustnessConfig, *, log: Callable[[str], None] = print) -> RunUnderTest:
     """Load a run's backbone and data, read the clean representations and train the clean probes."""
     run_config = runs.read_config(folder)
@@ -146,9 +156,7 @@ def load_run(folder: Path, config: RobustnessConfig, *, log: Callable[[str], Non
     backbone, epoch = load_backbone(folder, run_config, dataset, runtime.device)
     backbone.eval()
     depth = len(physical_layers(backbone))
-    layer = depth + 1 + config.layer if config.layer < 0 else config.layer
-    if not 1 <= layer <= depth:
-        raise config_module.ConfigError(f"invalid robustness.layer={config.layer}; {folder} has hidden layers 1..{depth}")
+    layer = resolve_layer(config.layer, depth, folder)
     prepare = make_prepare(dataset, run_config.data.normalize, runtime.device)
     log(f"robust {folder.name}  ({run_config.name}, epoch {epoch}, layer {layer} of {depth}, {config.probe} probe)")
 

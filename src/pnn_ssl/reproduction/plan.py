@@ -11,7 +11,9 @@ reported accuracy. This module reads it and turns a selection into resolved expe
 from __future__ import annotations
 
 import dataclasses
+import shlex
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -46,6 +48,18 @@ class PlannedRun:
     experiment: Experiment
     seed: int
     config: ExperimentConfig
+    presets: tuple[str, ...] = ()  # the presets and overrides that `config` was resolved from, in order
+    overrides: tuple[str, ...] = ()
+
+    def train_command(self, out: Path) -> str:
+        """Return the `pnn-ssl train` command that trains this run into `out/runs/NAME`, quoted for a POSIX shell."""
+        words = ["pnn-ssl", "train"]
+        for preset in self.presets:
+            words += ["--preset", preset]
+        for text in self.overrides:
+            words += ["--set", text]
+        words += ["--run-dir", str(out / "runs" / self.name)]
+        return shlex.join(words)
 
     @property
     def name(self) -> str:
@@ -106,17 +120,17 @@ def plan_runs(
     for experiment in experiments:
         dataset_overrides = [] if experiment.needs == "cifar10" else [f"data.dataset={dataset}"]
         for seed in range(seeds):
-            config = config_module.resolve(
-                list(experiment.presets[settings]),
-                [
-                    *budgets[budget].get("overrides", []),
-                    *experiment.budgets.get(budget, ()),
-                    *dataset_overrides,
-                    f"seed={seed}",
-                    *(overrides or []),
-                ],
+            presets = experiment.presets[settings]
+            run_overrides = (
+                *budgets[budget].get("overrides", []),
+                *experiment.budgets.get(budget, ()),
+                *dataset_overrides,
+                f"seed={seed}",
+                *(overrides or []),
             )
-            planned.append(PlannedRun(experiment, seed, dataclasses.replace(config, name=f"{experiment.key}-{budget}")))
+            config = config_module.resolve(list(presets), list(run_overrides))
+            config = dataclasses.replace(config, name=f"{experiment.key}-{budget}")
+            planned.append(PlannedRun(experiment, seed, config, presets, run_overrides))
     return planned
 
 

@@ -48,17 +48,8 @@ class Request:
 
 def reproduce(request: Request, out: Path, *, log: Callable[[str], None] = print) -> Path:
     """Train or reuse every planned run of `request` under `out`, then write `out/report.md`; return its path."""
-    _, experiments = read_plan()
-    selected = select_experiments(experiments, list(request.only), include_cifar10=request.include_cifar10)
-    training_overrides, robustness_overrides = split_overrides(list(request.overrides))
-    planned = plan_runs(
-        selected,
-        budget=request.budget,
-        settings=request.settings,
-        dataset=request.dataset,
-        seeds=request.seeds,
-        overrides=training_overrides,
-    )
+    planned = planned_runs(request)
+    _, robustness_overrides = split_overrides(list(request.overrides))
     robustness_models, robustness_config = robustness_plan(
         request.budget, robustness_overrides, threads=planned[0].config.train.threads if planned else 0
     )
@@ -99,6 +90,37 @@ def reproduce(request: Request, out: Path, *, log: Callable[[str], None] = print
     return report
 
 
+def planned_runs(request: Request) -> list[PlannedRun]:
+    """Resolve the runs that `request` trains, in the order they run."""
+    _, experiments = read_plan()
+    selected = select_experiments(experiments, list(request.only), include_cifar10=request.include_cifar10)
+    training_overrides, _ = split_overrides(list(request.overrides))
+    return plan_runs(
+        selected,
+        budget=request.budget,
+        settings=request.settings,
+        dataset=request.dataset,
+        seeds=request.seeds,
+        overrides=training_overrides,
+    )
+
+
+def describe_plan(request: Request, out: Path) -> list[str]:
+    """Return, per planned run, its state in `out` and the `pnn-ssl train` command that trains it alone.
+
+    A run trained with that command can be copied into `out/runs/` (or trained there directly with the
+    command's --run-dir), and `reproduce` reuses it. Nothing is written.
+    """
+    lines = []
+    for run in planned_runs(request):
+        results = runs.read_json(out / "runs" / run.name / "results.json")
+        state = results.get("status", "not started")
+        if state != "completed" and "epochs_completed" in results:
+            state += f", checkpoint of epoch {results['epochs_completed']}"
+        lines += [f"{run.name}  ({state})", f"    {run.train_command(out)}"]
+    return lines
+
+
 def _train_or_reuse(run: PlannedRun, folder: Path, log: Callable[[str], None]) -> str:
     """Bring one run folder to completion; return 'reused', 'resumed' or 'trained'."""
     results = runs.read_json(folder / "results.json")
@@ -109,7 +131,8 @@ def _train_or_reuse(run: PlannedRun, folder: Path, log: Callable[[str], None]) -
 
     if (folder / "checkpoints" / "last.pt").exists():
         _check_unchanged(run, folder)
-        log(f"reproduce  {run.name}: resuming from epoch {results.get('epochs_completed', 0)}")
+        checkpoint = results.get("epochs_completed", 0)
+        log(f"reproduce  {run.name}: resuming from the checkpoint of epoch {checkpoint}; later epochs are trained again")
         _train(run, folder, resume=True, log=log)
         return "resumed"
 
