@@ -1,6 +1,7 @@
 """End-to-end training: determinism, resume, health checks and the run folder's files."""
 
 import json
+import re
 
 import pytest
 import torch
@@ -34,7 +35,12 @@ def test_same_seed_gives_identical_runs(tmp_path, small_overrides):
 
 def test_resume_equals_uninterrupted(tmp_path, small_overrides):
     config = config_module.resolve(["paper"], small_overrides)
-    train(config, runs.claim_run_folder(tmp_path / "whole"), log=_quiet)
+    lines = []
+    train(config, runs.claim_run_folder(tmp_path / "whole"), log=lines.append)
+    epoch_lines = [line for line in lines if line.startswith("epoch ")]
+    assert [line[:12] for line in epoch_lines] == ["epoch    1/3", "epoch    2/3", "epoch    3/3"]
+    assert re.search(r"  \d+s left$", epoch_lines[0])
+    assert epoch_lines[2].endswith(" s")  # nothing left after the last epoch
 
     def interrupt_in_epoch_two(line: str) -> None:
         if line.startswith("epoch    2/"):

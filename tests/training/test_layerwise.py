@@ -1,5 +1,7 @@
 """Layer-wise training: equivalence with end to end, exact freezing, local gradients, coefficients, CIFAR CNN."""
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -222,6 +224,10 @@ def test_simultaneous_run_records_every_stage(tmp_path, small_overrides):
     metrics = {row["metric"] for row in runs.metrics_csv(folder).read()}
     assert {"loss", "stage1_loss", "stage2_loss_covariance", "stage2_embedding_std"} <= metrics
     assert any(line.startswith("stages 1-2  epoch    2/2") for line in lines)
+    (first,) = [line for line in lines if line.startswith("stages 1-2  epoch    1/2")]
+    assert re.search(r"  \d+s left$", first)
+    (last,) = [line for line in lines if line.startswith("stages 1-2  epoch    2/2")]
+    assert last.endswith(" s")
 
 
 def test_cifar_cnn_runs_on_tiny_cifar_files(tmp_path):

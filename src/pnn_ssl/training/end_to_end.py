@@ -26,6 +26,7 @@ from pnn_ssl.data.sources import DataError, ImageDataset, load_dataset
 from pnn_ssl.losses import barlow_twins_loss, vicreg_loss
 from pnn_ssl.models import MLPBackbone, Projector, SSLModel, SupervisedModel
 from pnn_ssl.training.probing import probe_backbone
+from pnn_ssl.training.progress import EpochTimer
 from pnn_ssl.training.runtime import Runtime, seed_everything, setup_runtime
 
 Objective = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, dict[str, torch.Tensor]]]
@@ -254,7 +255,7 @@ def load_checkpoint(folder: Path, model: nn.Module, optimizer=None, name: str = 
     return state["epoch"]
 
 
-def _epoch_line(epoch: int, epochs: int, stats: dict[str, float], seconds: float) -> str:
+def _epoch_line(epoch: int, epochs: int, stats: dict[str, float], seconds: float, time_left: str = "") -> str:
     parts = [f"epoch {epoch:4d}/{epochs}", f"loss {stats['loss']:.4f}"]
     for name in ("loss_invariance", "loss_variance", "loss_covariance", "loss_on_diagonal", "loss_off_diagonal"):
         if name in stats:
@@ -266,6 +267,8 @@ def _epoch_line(epoch: int, epochs: int, stats: dict[str, float], seconds: float
     if "test_accuracy" in stats:
         parts.append(f"test_acc {stats['test_accuracy']:.2f}")
     parts.append(f"{seconds:.1f} s")
+    if time_left:
+        parts.append(f"{time_left} left")
     return "  ".join(parts)
 
 
@@ -296,11 +299,13 @@ def train(config: ExperimentConfig, folder: Path, *, resume: bool = False, log: 
     forward = torch.compile(model) if config.train.compile else model
     epochs, last_saved = config.train.epochs, start
     train_seconds = runs.read_json(folder / "results.json").get("train_seconds", 0.0) if resume else 0.0
+    timer = EpochTimer()
     for epoch in range(start + 1, epochs + 1):
         started = time.perf_counter()
         stats = run_epoch(forward, optimizer, dataset, config, runtime, prepare, epoch)
         stats["seconds"] = time.perf_counter() - started
         train_seconds += stats["seconds"]
+        timer.add(stats["seconds"])
         try:
             check_health(stats, epoch, config, last_saved)
         except TrainingStopped as error:
@@ -310,7 +315,7 @@ def train(config: ExperimentConfig, folder: Path, *, resume: bool = False, log: 
             stats["test_accuracy"] = evaluate_classifier(model, dataset, runtime, prepare)
 
         metrics.append({"epoch": epoch, "split": "test" if name == "test_accuracy" else "train", "metric": name, "value": value} for name, value in stats.items())
-        log(_epoch_line(epoch, epochs, stats, stats["seconds"]))
+        log(_epoch_line(epoch, epochs, stats, stats["seconds"], timer.time_left(epochs - epoch)))
 
         if epoch % config.train.checkpoint_every == 0 or epoch == epochs:
             save_checkpoint(folder, "last.pt", model, optimizer, epoch)

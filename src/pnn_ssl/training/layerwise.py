@@ -53,6 +53,7 @@ from pnn_ssl.training.end_to_end import (
     save_checkpoint,
 )
 from pnn_ssl.training.probing import probe_backbone, resolve_layers
+from pnn_ssl.training.progress import EpochTimer
 from pnn_ssl.training.runtime import Runtime, derive_seed, seed_everything, setup_runtime
 from pnn_ssl.training.zeroth_order import spsa_step, steps_per_epoch, term_weights
 
@@ -403,11 +404,13 @@ def _train_phase(run: _Run, phase: Phase, optimizer: torch.optim.Optimizer, firs
     """Train epochs `first`..`phase.last_epoch`, with health checks, metrics, checkpoints and interval probes."""
     config, folder = run.config, run.folder
     metrics = runs.metrics_csv(folder)
+    timer = EpochTimer()  # per phase, because deeper stages take longer per epoch
     for epoch in range(first, phase.last_epoch + 1):
         started = time.perf_counter()
         stats = run_stage_epoch(run.network, optimizer, phase, run.objectives, run.dataset, config, run.runtime, run.prepare, epoch)
         stats["seconds"] = time.perf_counter() - started
         run.train_seconds += stats["seconds"]
+        timer.add(stats["seconds"])
         try:
             check_health(stats, epoch, config, run.last_saved)
         except TrainingStopped as error:
@@ -415,7 +418,7 @@ def _train_phase(run: _Run, phase: Phase, optimizer: torch.optim.Optimizer, firs
             raise
 
         metrics.append({"epoch": epoch, "split": "train", "metric": name, "value": value} for name, value in stats.items())
-        run.log(_epoch_line(phase, epoch, stats))
+        run.log(_epoch_line(phase, epoch, stats, timer.time_left(phase.last_epoch - epoch)))
 
         if epoch % config.train.checkpoint_every == 0 or epoch == phase.last_epoch:
             save_checkpoint(folder, "last.pt", run.network, optimizer, epoch)
@@ -434,7 +437,7 @@ def _train_phase(run: _Run, phase: Phase, optimizer: torch.optim.Optimizer, firs
 TERM_LABELS = {"invariance": "inv", "variance": "var", "covariance": "cov", "on_diagonal": "on", "off_diagonal": "off"}
 
 
-def _epoch_line(phase: Phase, epoch: int, stats: dict[str, float]) -> str:
+def _epoch_line(phase: Phase, epoch: int, stats: dict[str, float], time_left: str = "") -> str:
     parts = [phase.label, f"epoch {epoch - phase.first_epoch + 1:4d}/{phase.epochs}", f"loss {stats['loss']:.4f}"]
     for number in phase.losses:
         prefix = f"stage{number}_"
@@ -445,6 +448,9 @@ def _epoch_line(phase: Phase, epoch: int, stats: dict[str, float]) -> str:
                 parts.append(f"{short} {stats[f'{prefix}loss_{name}']:.4f}")
         parts.append(f"z_std {stats[prefix + 'embedding_std']:.3f}")
     parts.append(f"{stats['seconds']:.1f} s")
+    if time_left:
+        in_stage = phase.label.startswith("stage ")  # a sequential stage: later stages come after it
+        parts.append(f"{time_left} left in stage" if in_stage else f"{time_left} left")
     return "  ".join(parts)
 
 
