@@ -163,6 +163,19 @@ def command_reproduce(args: argparse.Namespace) -> int:
     return 0
 
 
+def command_status(args: argparse.Namespace) -> int:
+    from pnn_ssl.training.progress import describe_run, find_run_folders
+
+    failed = False
+    for folder in find_run_folders([Path(path) for path in args.runs]):
+        try:
+            log(describe_run(folder))
+        except (config_module.ConfigError, runs.RunFolderError) as error:  # the other folders are still listed
+            print(f"pnn-ssl: error: {error}", file=sys.stderr)
+            failed = True
+    return 2 if failed else 0
+
+
 def command_presets(args: argparse.Namespace) -> int:
     for name in config_module.preset_names():
         values = config_module.read_preset(name)
@@ -243,6 +256,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_set_argument(reproduce, "KEY=VALUE", "override a config field in every run, e.g. --set train.threads=1")
     reproduce.set_defaults(handler=command_reproduce)
+
+    status = commands.add_parser(
+        "status", help="print each run's progress: epoch, seconds per epoch, time left, last probe; safe while it trains"
+    )
+    status.add_argument("runs", nargs="+", metavar="RUN", help="run folder, or a folder of run folders such as runs/")
+    status.set_defaults(handler=command_status)
 
     presets = commands.add_parser("presets", help="list the shipped presets with their expected results and run times")
     presets.set_defaults(handler=command_presets)
