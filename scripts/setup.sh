@@ -24,9 +24,9 @@ if [[ ! -d /usr/share/datasets/fashion-mnist ]]; then
     if command -v apt-get >/dev/null && [[ "$(id -u)" == "0" ]]; then
         echo "setup: installing Debian's dataset-fashion-mnist"
         apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist >/dev/null \
-            || echo "setup: warning: dataset-fashion-mnist could not be installed; Fashion-MNIST needs --data-dir or a download"
+            || echo "setup: warning: dataset-fashion-mnist could not be installed; Fashion-MNIST needs --set data.data_dir=DIR or a download"
     else
-        echo "setup: note: Fashion-MNIST is not installed; run 'apt-get install dataset-fashion-mnist' as root, or pass --data-dir"
+        echo "setup: note: Fashion-MNIST is not installed; run 'apt-get install dataset-fashion-mnist' as root, or pass --set data.data_dir=DIR"
     fi
 fi
 echo "setup: done ($("$PYTHON" -c 'import torch; print("torch", torch.__version__)'))"

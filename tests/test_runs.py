@@ -65,6 +65,26 @@ def test_read_json_missing_file_is_empty(tmp_path):
     assert runs.read_json(tmp_path / "results.json") == {}
 
 
+def test_written_files_follow_umask(tmp_path):
+    old = os.umask(0o022)
+    try:
+        runs.atomic_write_text(tmp_path / "results.json", "{}\n")
+        runs.atomic_torch_save({"epoch": 1}, tmp_path / "last.pt")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "results.json").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "last.pt").stat().st_mode & 0o777 == 0o644
+
+
+def test_training_lock_rejects_second_holder(tmp_path):
+    with runs.training_lock(tmp_path):
+        with pytest.raises(runs.RunFolderError, match=rf"^run folder {tmp_path} is being trained by another process"):
+            with runs.training_lock(tmp_path):
+                pass
+    with runs.training_lock(tmp_path):  # released when the first holder leaves
+        pass
+
+
 def test_update_results_keeps_damaged_file(tmp_path):
     path = tmp_path / "results.json"
     path.write_text('{"status": ')

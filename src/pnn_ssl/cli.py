@@ -1,4 +1,4 @@
-"""Command-line interface: `pnn-ssl train | probe | robustness | plot | reproduce | presets | config`.
+"""Command-line interface: `pnn-ssl train | probe | robustness | plot | reproduce | status | presets | config`.
 
 Each subcommand parses its arguments, builds a config and calls one library function.
 """

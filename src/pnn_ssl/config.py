@@ -267,6 +267,7 @@ _POSITIVE = (
     "train.epochs",
     "train.batch_size",
     "train.lr",
+    "train.checkpoint_every",  # last.pt must be written at some interval, or an interrupted run is lost
     "probe.epochs",
     "probe.batch_size",
     "probe.lr",
@@ -287,7 +288,6 @@ _NON_NEGATIVE = (
     "augment.saturation",
     "train.weight_decay",
     "train.threads",
-    "train.checkpoint_every",
     "model.adapter_width",
     "train.keep_every",
     "train.probe_every",
@@ -661,7 +661,15 @@ def resolve(presets: list[str], overrides: list[str] | None = None) -> Experimen
 
 def load(path: str | Path) -> ExperimentConfig:
     """Load a resolved config written to a run folder."""
-    values = yaml.safe_load(Path(path).read_text()) or {}
+    try:
+        values = yaml.safe_load(Path(path).read_text()) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as error:
+        raise ConfigError(
+            f"{path} is not valid YAML ({type(error).__name__}); restore it from a copy, or write it again with "
+            f"'pnn-ssl config' and the run's presets and overrides"
+        ) from error
+    if not isinstance(values, dict):
+        raise ConfigError(f"{path} contains a {type(values).__name__}, not a mapping of config sections; restore it from a copy")
     return from_dict(values)
 
 

@@ -13,6 +13,7 @@ Layout of a run folder:
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import datetime as dt
 import io
@@ -25,7 +26,7 @@ import sys
 import tempfile
 import zipfile
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 import torch
 
@@ -66,11 +67,46 @@ def claim_run_folder(path: str | Path) -> Path:
     return path
 
 
+def _file_mode() -> int:
+    """Return the mode that open() gives a new file under the current umask (0o644 for umask 022)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+@contextlib.contextmanager
+def training_lock(folder: Path) -> Iterator[None]:
+    """Hold an exclusive advisory lock on `folder` while a trainer writes to it.
+
+    A second trainer on the same folder raises RunFolderError instead of writing duplicate metrics.
+    The lock is flock(2) on the folder itself, so it ends with the process, even on SIGKILL.
+    Note: where fcntl is missing (Windows), nothing is locked.
+    """
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    handle = os.open(folder, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RunFolderError(
+                f"run folder {folder} is being trained by another process; let it finish, or stop it "
+                f"(Ctrl-C, or kill its process) before running --resume"
+            ) from None
+        yield
+    finally:
+        os.close(handle)
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write a file so that readers see either the old or the new content, never a partial one."""
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.chmod(temporary, _file_mode())  # mkstemp creates files readable by the owner only
         with os.fdopen(handle, "wb") as stream:
             stream.write(data)
             stream.flush()
@@ -91,6 +127,7 @@ def atomic_torch_save(obj: Any, path: Path) -> None:
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(handle)
     try:
+        os.chmod(temporary, _file_mode())
         torch.save(obj, temporary)
         os.replace(temporary, path)
     except BaseException:

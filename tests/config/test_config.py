@@ -55,6 +55,19 @@ def test_dump_and_load_round_trip(tmp_path):
     assert config_module.load(path) == config
 
 
+@pytest.mark.parametrize(("text", "problem"), [("model: [unclosed\n", "is not valid YAML"), ("- 1\n- 2\n", "contains a list")])
+def test_load_damaged_file(tmp_path, text, problem):
+    path = tmp_path / "config.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=rf"^{path} {problem}.*restore it from a copy"):
+        config_module.load(path)
+
+
+def test_checkpoint_interval_must_be_positive():
+    with pytest.raises(ConfigError, match=r"invalid train.checkpoint_every=0; it must be greater than 0"):
+        config_module.resolve([], ["train.checkpoint_every=0"])
+
+
 def test_unknown_key_is_rejected_with_suggestion():
     with pytest.raises(ConfigError, match=r"unknown config key 'train.epoch'; did you mean 'epochs'"):
         config_module.resolve([], ["train.epoch=3"])

@@ -116,6 +116,21 @@ def test_robustness_layer_checked_before_writing(run, tmp_path, capsys):
     assert not out.exists()
 
 
+def test_resume_of_run_in_training_is_rejected(run, capsys):
+    metrics = (run / "metrics.csv").read_text()
+    runs.update_results(run, status="running")
+    results = (run / "results.json").read_text()
+    capsys.readouterr()
+
+    with runs.training_lock(run):  # stands for a trainer in another process
+        assert cli.main(["train", "--resume", str(run)]) == 2
+
+    error = capsys.readouterr().err
+    assert error.startswith(f"pnn-ssl: error: run folder {run} is being trained by another process")
+    assert (run / "results.json").read_text() == results
+    assert (run / "metrics.csv").read_text() == metrics
+
+
 def test_probe_missing_checkpoint_lists_files(run, capsys, monkeypatch):
     def load_data(*args, **kwargs):
         raise AssertionError("the dataset was loaded before the checkpoint was checked")

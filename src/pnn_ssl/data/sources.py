@@ -262,8 +262,8 @@ def _no_source_message(spec: _DatasetSpec, failures: list[str]) -> str:
     tried = "\n".join(f"  - {failure}" for failure in failures)
     return (
         f"no complete source for dataset {spec.name!r}. Sources tried:\n{tried}\n"
-        f"To fix: {spec.install_hint}; or pass data_dir (--data-dir on the command line) with the "
-        f"standard files; or allow download=True on a machine with network access."
+        f"To fix: {spec.install_hint}; or set data.data_dir (--set data.data_dir=DIR on the command line) to a "
+        f"folder with the standard files; or set data.download=true on a machine with network access."
     )
 
 

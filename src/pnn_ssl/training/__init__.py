@@ -5,13 +5,18 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
+from pnn_ssl import runs
 from pnn_ssl.config import ExperimentConfig, uses_staged_trainer
 
 
 def train_run(config: ExperimentConfig, folder: Path, *, resume: bool = False, log: Callable[[str], None] = print) -> dict:
-    """Train (or resume) the run in `folder` with the trainer that `config` needs; return results.json."""
+    """Train (or resume) the run in `folder` with the trainer that `config` needs; return results.json.
+
+    Raises RunFolderError when another process is training the same folder.
+    """
     if uses_staged_trainer(config):
         from pnn_ssl.training.layerwise import train
     else:
         from pnn_ssl.training.end_to_end import train
-    return train(config, folder, resume=resume, log=log)
+    with runs.training_lock(Path(folder)):
+        return train(config, folder, resume=resume, log=log)

@@ -59,7 +59,8 @@ def describe_run(folder: Path, *, now: float | None = None) -> str:
     seconds = _epoch_seconds(folder)
     parts = [f"{folder}: {status}"]
     if status == "completed":
-        parts.append(f"{results.get('epochs_completed', 0)} epochs, {format_duration(results.get('train_seconds', 0.0))} of training")
+        epochs = results.get("epochs_completed", 0)
+        parts.append(f"{epochs} epoch{'' if epochs == 1 else 's'}, {format_duration(results.get('train_seconds', 0.0))} of training")
         probe = _last_probe(results)
         if probe:
             parts.append(probe)
