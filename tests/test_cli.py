@@ -195,8 +195,9 @@ def test_robustness_keeps_earlier_results(tmp_path, capsys):
 def test_reproduce_rejects_file_as_output(tmp_path, capsys):
     target = tmp_path / "report.log"
     target.write_text("keep me\n")
-    assert cli.main(["reproduce", "--budget", "smoke", "--out", str(target)]) == 2
-    assert "is a file, not a folder" in capsys.readouterr().err
+    for plan in ([], ["--plan"]):
+        assert cli.main(["reproduce", "--budget", "smoke", "--out", str(target), *plan]) == 2
+        assert "is a file, not a folder" in capsys.readouterr().err
     assert target.read_text() == "keep me\n"
 
 

@@ -140,14 +140,14 @@ def command_reproduce(args: argparse.Namespace) -> int:
         overrides=tuple(args.overrides),
     )
     out = Path(args.out or f"reproduction-{args.budget}-{args.settings}-{args.dataset}")
+    if out.exists() and not out.is_dir():
+        raise runs.RunFolderError(f"--out {out} is a file, not a folder; give a folder path")
     if args.plan:
         from pnn_ssl.reproduction.runner import describe_plan
 
         for line in describe_plan(request, out):
             log(line)
         return 0
-    if out.exists() and not out.is_dir():
-        raise runs.RunFolderError(f"--out {out} is a file, not a folder; give a folder path")
     # A new reproduction may start from run folders copied into OUT/runs/, but nothing else is overwritten.
     other = sorted(path.name for path in out.iterdir() if path.name != "runs") if out.is_dir() else []
     if other and not (out / "reproduce.json").exists():

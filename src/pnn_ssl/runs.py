@@ -75,10 +75,13 @@ def _file_mode() -> int:
 
 
 @contextlib.contextmanager
-def training_lock(folder: Path) -> Iterator[None]:
-    """Hold an exclusive advisory lock on `folder` while a trainer writes to it.
+def training_lock(
+    folder: Path, advice: str = "let it finish, or stop it (Ctrl-C, or kill its process) before running --resume"
+) -> Iterator[None]:
+    """Hold an exclusive advisory lock on `folder` while a trainer or a probe writes to it.
 
-    A second trainer on the same folder raises RunFolderError instead of writing duplicate metrics.
+    A second writer on the same folder raises RunFolderError, whose message ends with `advice`,
+    instead of writing duplicate metrics or overwriting results.json.
     The lock is flock(2) on the folder itself, so it ends with the process, even on SIGKILL.
     Note: where fcntl is missing (Windows), nothing is locked.
     """
@@ -92,10 +95,7 @@ def training_lock(folder: Path) -> Iterator[None]:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise RunFolderError(
-                f"run folder {folder} is being trained by another process; let it finish, or stop it "
-                f"(Ctrl-C, or kill its process) before running --resume"
-            ) from None
+            raise RunFolderError(f"run folder {folder} is being trained by another process; {advice}") from None
         yield
     finally:
         os.close(handle)

@@ -1,11 +1,12 @@
 """The robustness suite end to end on a tiny trained run, and its building blocks."""
 
 import csv
+import shutil
 
 import pytest
 import torch
 
-from pnn_ssl import cli, config
+from pnn_ssl import cli, config, runs
 from pnn_ssl.evaluation.features import Features
 from pnn_ssl.evaluation.probes import fit_ridge_probe, probe_accuracy, ridge_probe, standardise, train_adam_probes
 from pnn_ssl.evaluation.robustness import compact, weight_histogram
@@ -57,6 +58,16 @@ def test_suite_rows_and_zero_levels(trained_run, tmp_path):
         if float(row["level"]) == 0.0:
             assert float(row["delta"]) == 0.0, row
             assert row["error"] == row["clean_error"]
+
+
+def test_suite_warns_on_unfinished_run(trained_run, tmp_path, capsys):
+    folder = tmp_path / "unfinished"
+    shutil.copytree(trained_run, folder)
+    runs.update_results(folder, status="interrupted", epochs_completed=0)
+    capsys.readouterr()
+    _suite(folder, tmp_path / "out", "robustness.perturbations=[neuron-pruning]")
+    assert ("robust unfinished: warning: the run's status is interrupted, so its last checkpoint (epoch 0) is measured, "
+            "not a finished network") in capsys.readouterr().out.splitlines()
 
 
 def test_suite_device_measures(trained_run, tmp_path):

@@ -70,6 +70,9 @@ def test_interrupted_reproduction_continues(tmp_path, tiny_data):
     first = out / "runs" / "supervised-seed0"
     metrics_before = (first / "metrics.csv").read_text()
     assert runs.read_json(out / "runs" / "vicreg-mlp-seed0" / "results.json")["status"] == "interrupted"
+    plan_lines = describe_plan(request, out)
+    assert plan_lines[2] == "vicreg-mlp-seed0  (interrupted, checkpoint of epoch 1)"
+    assert plan_lines[3] == f"    pnn-ssl train --resume {out / 'runs' / 'vicreg-mlp-seed0'}"
 
     lines.clear()
     reproduce(request, out, log=lines.append)
@@ -86,6 +89,10 @@ def test_changed_config_of_finished_run_is_rejected(tmp_path, tiny_data):
     changed = Request(budget="smoke", only=("supervised",), overrides=(*tiny_data, "train.lr=0.5"))
     with pytest.raises(ConfigError, match=r"train.lr: 0.0001 there, 0.5 planned"):
         reproduce(changed, out, log=lambda line: None)
+    assert describe_plan(changed, out)[0] == (
+        "supervised-seed0  (completed; trained with another config (train.lr: 0.0001 there, 0.5 planned), "
+        "so reproduce rejects it)"
+    )
 
 
 def test_reuse_of_run_trained_elsewhere(tmp_path, tiny_data):
@@ -143,6 +150,13 @@ def test_other_budget_in_same_folder_is_rejected(tmp_path, tiny_data):
     reproduce(Request(budget="smoke", only=("supervised",), overrides=tiny_data), out, log=lambda line: None)
     with pytest.raises(ConfigError, match=r"contains a reproduction with \{'budget': 'smoke'\}"):
         reproduce(Request(budget="quick", only=("supervised",), overrides=tiny_data), out, log=lambda line: None)
+
+
+def test_plan_of_other_budget_folder_is_rejected(tmp_path, tiny_data):
+    out = tmp_path / "out"
+    reproduce(Request(budget="smoke", only=("supervised",), overrides=tiny_data), out, log=lambda line: None)
+    with pytest.raises(ConfigError, match=r"contains a reproduction with \{'budget': 'smoke'\}"):
+        describe_plan(Request(budget="paper", only=("supervised",), overrides=tiny_data), out)
 
 
 def test_unknown_experiment_is_rejected():

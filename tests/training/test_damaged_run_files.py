@@ -131,6 +131,19 @@ def test_resume_of_run_in_training_is_rejected(run, capsys):
     assert (run / "metrics.csv").read_text() == metrics
 
 
+def test_probe_of_run_in_training_is_rejected(run, capsys):
+    results = (run / "results.json").read_text()
+    capsys.readouterr()
+
+    with runs.training_lock(run):  # simulates a trainer in another process
+        assert cli.main(["probe", str(run)]) == 2
+
+    error = capsys.readouterr().err
+    assert error == (f"pnn-ssl: error: run folder {run} is being trained by another process; let it finish, "
+                     f"or probe a copy of the folder (cp -r {run} COPY, then pnn-ssl probe COPY)\n")
+    assert (run / "results.json").read_text() == results
+
+
 def test_probe_missing_checkpoint_lists_files(run, capsys, monkeypatch):
     def load_data(*args, **kwargs):
         raise AssertionError("the dataset was loaded before the checkpoint was checked")

@@ -98,6 +98,21 @@ def test_nan_loss_stops_and_keeps_last_checkpoint(tmp_path, small_overrides):
     assert json.loads((folder / "results.json").read_text())["status"] == "failed"
 
 
+def test_unexpected_error_marks_run_failed(tmp_path, small_overrides, monkeypatch):
+    from pnn_ssl.training import end_to_end, train_run
+
+    def broken_epoch(*args, **kwargs):
+        raise RuntimeError("out of memory")
+
+    monkeypatch.setattr(end_to_end, "run_epoch", broken_epoch)
+    folder = runs.claim_run_folder(tmp_path / "broken")
+    with pytest.raises(RuntimeError, match="out of memory"):
+        train_run(config_module.resolve(["paper"], small_overrides), folder, log=_quiet)
+    results = json.loads((folder / "results.json").read_text())
+    assert results["status"] == "failed"
+    assert results["error"] == "RuntimeError: out of memory"
+
+
 def test_collapse_stops_with_advice(tmp_path, small_overrides):
     config = config_module.resolve(["paper"], [*small_overrides, "train.collapse_std=1000"])
     with pytest.raises(TrainingStopped, match=r"embedding collapsed in epoch 1.*loss.std_coeff"):

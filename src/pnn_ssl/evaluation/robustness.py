@@ -106,6 +106,7 @@ def run_robustness(
         run_config = runs.read_config(folder)
         resolve_layer(config.layer, config_module.model_depth(run_config.model), folder)
         read_run_checkpoint(folder, run_config)
+        _warn_if_unfinished(folder, log)
     output.mkdir(parents=True, exist_ok=True)
     runs.atomic_write_text(output / "robustness-config.yaml", yaml.safe_dump(config_module.to_dict(config), sort_keys=False))
     rows: list[dict] = []
@@ -136,6 +137,15 @@ def run_robustness(
 
     write_table(output / "weight-histograms.csv", HISTOGRAM_COLUMNS, histogram_rows(weights, config.histogram_bins))
     return summary
+
+
+def _warn_if_unfinished(folder: Path, log: Callable[[str], None]) -> None:
+    """Log a warning for a run whose training has not completed, because its last checkpoint is what gets measured."""
+    results = runs.read_json(folder / "results.json")
+    status = results.get("status", "unknown")
+    if status != "completed":
+        log(f"robust {folder.name}: warning: the run's status is {status}, so its last checkpoint "
+            f"(epoch {results.get('epochs_completed', '?')}) is measured, not a finished network")
 
 
 def resolve_layer(layer: int, depth: int, folder: Path) -> int:

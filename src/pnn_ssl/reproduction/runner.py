@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shlex
 import time
 from pathlib import Path
 from typing import Callable
@@ -106,18 +107,28 @@ def planned_runs(request: Request) -> list[PlannedRun]:
 
 
 def describe_plan(request: Request, out: Path) -> list[str]:
-    """Return, per planned run, its state in `out` and the `pnn-ssl train` command that trains it alone.
+    """Return, per planned run, its state in `out` and the command that trains it alone.
 
-    A run trained with that command can be copied into `out/runs/` (or trained there directly with the
-    command's --run-dir), and `reproduce` reuses it. Nothing is written.
+    The command is `pnn-ssl train` with the plan's settings, or `pnn-ssl train --resume` for a run that
+    has a checkpoint. A run trained with that command can be copied into `out/runs/` (or trained there
+    directly with the command's --run-dir), and `reproduce` reuses it. Nothing is written. Raises
+    ConfigError where `out` contains a reproduction with another budget, settings or dataset.
     """
+    _read_state(out, request)
     lines = []
     for run in planned_runs(request):
-        results = runs.read_json(out / "runs" / run.name / "results.json")
+        folder = out / "runs" / run.name
+        results = runs.read_json(folder / "results.json")
         state = results.get("status", "not started")
         if state != "completed" and "epochs_completed" in results:
             state += f", checkpoint of epoch {results['epochs_completed']}"
-        lines += [f"{run.name}  ({state})", f"    {run.train_command(out)}"]
+        differences = _config_differences(run, folder) if (folder / "config.yaml").exists() else []
+        if differences:
+            state += f"; trained with another config ({', '.join(differences)}), so reproduce rejects it"
+        command = run.train_command(out)
+        if state != "completed" and (folder / "checkpoints" / "last.pt").exists() and not differences:
+            command = shlex.join(["pnn-ssl", "train", "--resume", str(folder)])
+        lines += [f"{run.name}  ({state})", f"    {command}"]
     return lines
 
 
@@ -187,15 +198,20 @@ def _robustness_or_reuse(out: Path, measured: list[PlannedRun], config: Robustne
 
 def _check_unchanged(run: PlannedRun, folder: Path) -> None:
     """Reject a run folder trained with another config than the plan's, naming the fields that differ."""
+    differences = _config_differences(run, folder)
+    if differences:
+        raise ConfigError(
+            f"run folder {folder} was trained with another config ({', '.join(differences)}); "
+            "move it away or give reproduce another --out folder"
+        )
+
+
+def _config_differences(run: PlannedRun, folder: Path, limit: int = 5) -> list[str]:
+    """Describe up to `limit` config fields in which the run folder differs from the plan."""
     stored = _comparable(config_module.to_dict(runs.read_config(folder)))
     planned = _comparable(config_module.to_dict(run.config))
     differing = sorted(key for key in stored.keys() | planned.keys() if stored.get(key) != planned.get(key))
-    if differing:
-        details = ", ".join(f"{key}: {stored.get(key)!r} there, {planned.get(key)!r} planned" for key in differing[:5])
-        raise ConfigError(
-            f"run folder {folder} was trained with another config ({details}); "
-            "move it away or give reproduce another --out folder"
-        )
+    return [f"{key}: {stored.get(key)!r} there, {planned.get(key)!r} planned" for key in differing[:limit]]
 
 
 def _comparable(values: dict, prefix: str = "") -> dict:
@@ -220,19 +236,26 @@ def _free_name(path: Path) -> Path:
 
 def _open_state(out: Path, request: Request) -> dict:
     """Read the state in `out/reproduce.json`, or start one; a different budget, settings or dataset is an error."""
-    path = out / "reproduce.json"
-    requested = {"budget": request.budget, "settings": request.settings, "dataset": request.dataset}
-    if path.exists():
-        state = runs.read_json(path)
-        differing = {key: state.get(key) for key, value in requested.items() if state.get(key) != value}
-        if differing:
-            raise ConfigError(
-                f"{out} contains a reproduction with {differing}, not {({k: requested[k] for k in differing})}; "
-                "give another --out folder"
-            )
-    else:
+    state = _read_state(out, request)
+    if state is None:
         out.mkdir(parents=True, exist_ok=True)
-        state = {**requested, "runs": {}}
+        state = {"budget": request.budget, "settings": request.settings, "dataset": request.dataset, "runs": {}}
+    return state
+
+
+def _read_state(out: Path, request: Request) -> dict | None:
+    """Return the state in `out/reproduce.json`, or None; raise ConfigError if it is another budget, settings or dataset."""
+    path = out / "reproduce.json"
+    if not path.exists():
+        return None
+    state = runs.read_json(path)
+    requested = {"budget": request.budget, "settings": request.settings, "dataset": request.dataset}
+    differing = {key: state.get(key) for key, value in requested.items() if state.get(key) != value}
+    if differing:
+        raise ConfigError(
+            f"{out} contains a reproduction with {differing}, not {({k: requested[k] for k in differing})}; "
+            "give another --out folder"
+        )
     return state
 
 

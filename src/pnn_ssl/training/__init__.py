@@ -18,5 +18,12 @@ def train_run(config: ExperimentConfig, folder: Path, *, resume: bool = False, l
         from pnn_ssl.training.layerwise import train
     else:
         from pnn_ssl.training.end_to_end import train
-    with runs.training_lock(Path(folder)):
-        return train(config, folder, resume=resume, log=log)
+    folder = Path(folder)
+    with runs.training_lock(folder):
+        try:
+            return train(config, folder, resume=resume, log=log)
+        except Exception as error:
+            # Without this, a run stopped by an unexpected error would still say "running" in results.json.
+            if runs.read_json(folder / "results.json").get("status") == "running":
+                runs.update_results(folder, status="failed", error=f"{type(error).__name__}: {error}")
+            raise

@@ -34,12 +34,14 @@ def reprobe(folder: Path, checkpoint: str = "last.pt", overrides: list[str] | No
 
     read_run_checkpoint(folder, config, checkpoint)  # a missing or unusable checkpoint fails before the data loads
 
-    runtime = setup_runtime(config.train.device, config.train.precision, config.train.threads)
-    seed_everything(config.seed)
-    dataset = load_data(config, runtime.device)
-    backbone, epoch = load_backbone(folder, config, dataset, runtime.device, checkpoint)
-    prepare = make_prepare(dataset, config.data.normalize, runtime.device)
-    return probe_backbone(backbone, dataset, config, runtime, prepare, checkpoint_epoch=epoch, folder=folder, log=log)
+    advice = f"let it finish, or probe a copy of the folder (cp -r {folder} COPY, then pnn-ssl probe COPY)"
+    with runs.training_lock(Path(folder), advice):  # training rewrites results.json and probes.csv too
+        runtime = setup_runtime(config.train.device, config.train.precision, config.train.threads)
+        seed_everything(config.seed)
+        dataset = load_data(config, runtime.device)
+        backbone, epoch = load_backbone(folder, config, dataset, runtime.device, checkpoint)
+        prepare = make_prepare(dataset, config.data.normalize, runtime.device)
+        return probe_backbone(backbone, dataset, config, runtime, prepare, checkpoint_epoch=epoch, folder=folder, log=log)
 
 
 def load_backbone(
