@@ -148,14 +148,14 @@ def test_planned_train_command_is_reused(tmp_path, tiny_data):
 def test_other_budget_in_same_folder_is_rejected(tmp_path, tiny_data):
     out = tmp_path / "out"
     reproduce(Request(budget="smoke", only=("supervised",), overrides=tiny_data), out, log=lambda line: None)
-    with pytest.raises(ConfigError, match=r"contains a reproduction with \{'budget': 'smoke'\}"):
+    with pytest.raises(ConfigError, match=r"contains a reproduction with budget smoke, not budget quick; give another --out folder"):
         reproduce(Request(budget="quick", only=("supervised",), overrides=tiny_data), out, log=lambda line: None)
 
 
 def test_plan_of_other_budget_folder_is_rejected(tmp_path, tiny_data):
     out = tmp_path / "out"
     reproduce(Request(budget="smoke", only=("supervised",), overrides=tiny_data), out, log=lambda line: None)
-    with pytest.raises(ConfigError, match=r"contains a reproduction with \{'budget': 'smoke'\}"):
+    with pytest.raises(ConfigError, match=r"contains a reproduction with budget smoke, not budget paper; give another --out folder"):
         describe_plan(Request(budget="paper", only=("supervised",), overrides=tiny_data), out)
 
 

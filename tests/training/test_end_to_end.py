@@ -92,8 +92,9 @@ def test_supervised_run_records_head_accuracy(tmp_path, small_overrides):
 def test_nan_loss_stops_and_keeps_last_checkpoint(tmp_path, small_overrides):
     config = config_module.resolve(["supervised"], [*small_overrides, "train.lr=1e30", "train.precision=fp32"])
     folder = runs.claim_run_folder(tmp_path / "nan")
-    with pytest.raises(TrainingStopped, match=r"loss became nan in epoch 1; checkpoints/last.pt contains epoch 0"):
+    with pytest.raises(TrainingStopped, match=r"loss became nan in epoch 1; checkpoints/last.pt contains epoch 0") as stopped:
         train(config, folder, log=_quiet)
+    assert "Start a new run with a smaller learning rate (--set train.lr=1e+29, now 1e+30)" in str(stopped.value)
     assert _state(folder)["epoch"] == 0
     assert json.loads((folder / "results.json").read_text())["status"] == "failed"
 

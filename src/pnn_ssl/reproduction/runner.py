@@ -250,12 +250,11 @@ def _read_state(out: Path, request: Request) -> dict | None:
         return None
     state = runs.read_json(path)
     requested = {"budget": request.budget, "settings": request.settings, "dataset": request.dataset}
-    differing = {key: state.get(key) for key, value in requested.items() if state.get(key) != value}
+    differing = [key for key, value in requested.items() if state.get(key) != value]
     if differing:
-        raise ConfigError(
-            f"{out} contains a reproduction with {differing}, not {({k: requested[k] for k in differing})}; "
-            "give another --out folder"
-        )
+        found = ", ".join(f"{key} {state.get(key)}" for key in differing)
+        wanted = ", ".join(f"{key} {requested[key]}" for key in differing)
+        raise ConfigError(f"{out} contains a reproduction with {found}, not {wanted}; give another --out folder")
     return state
 
 

@@ -213,14 +213,16 @@ def check_health(stats: dict[str, float], epoch: int, config: ExperimentConfig, 
     if loss != loss or loss in (float("inf"), float("-inf")):
         raise TrainingStopped(
             f"the training loss became {loss} in epoch {epoch}; checkpoints/last.pt contains epoch {last_saved}. "
-            f"Try a smaller train.lr (now {config.train.lr}) or train.precision=fp32."
+            f"Start a new run with a smaller learning rate (--set train.lr={config.train.lr / 10:g}, now "
+            f"{config.train.lr:g}) or with --set train.precision=fp32, because --resume keeps the run's config."
         )
     std = stats.get("embedding_std")
     if std is not None and std < config.train.collapse_std:
         raise TrainingStopped(
             f"the embedding collapsed in epoch {epoch}: mean per-feature std {std:.3g} < train.collapse_std="
-            f"{config.train.collapse_std}; checkpoints/last.pt contains epoch {last_saved}. Try a larger "
-            f"loss.std_coeff (now {config.loss.std_coeff}), a smaller train.lr, or stronger augmentation."
+            f"{config.train.collapse_std}; checkpoints/last.pt contains epoch {last_saved}. Start a new run with "
+            f"a larger loss.std_coeff (now {config.loss.std_coeff}), a smaller train.lr (now {config.train.lr:g}) "
+            "or stronger augmentation, because --resume keeps the run's config."
         )
 
 
