@@ -65,7 +65,7 @@ def test_probe_command_rejects_training_overrides(tmp_path, tiny_args, capsys):
 def test_unknown_key_exits_with_named_error(tmp_path, capsys):
     assert cli.main(["train", "--set", "train.batchsize=5", "--runs-dir", str(tmp_path)]) == 2
     error = capsys.readouterr().err
-    assert "unknown config key 'train.batchsize'; did you mean 'batch_size'" in error
+    assert "unknown config key 'train.batchsize'; did you mean 'train.batch_size'" in error
     assert not any(tmp_path.iterdir())  # nothing was created
 
 
@@ -175,9 +175,14 @@ def test_resume_damaged_checkpoint_first(tmp_path, tiny_args, tiny_mnist, capsys
 def test_resume_rejects_other_overrides(tmp_path, tiny_args, capsys):
     folder = tmp_path / "run"
     assert cli.main(["train", "--preset", "smoke", *tiny_args, "--set", "train.epochs=1", "--run-dir", str(folder)]) == 0
-    assert cli.main(["train", "--resume", str(folder), "--set", "train.lr=0.5"]) == 2
-    assert "use --set only for train.threads, train.device" in capsys.readouterr().err
+    capsys.readouterr()
+    assert cli.main(["train", "--resume", str(folder), "--set", "train.lr=0.5", "--set", "train.threads=1"]) == 2
+    assert capsys.readouterr().err == (
+        "pnn-ssl: error: --resume continues a run with its saved config, so --set train.lr cannot change; "
+        "--set works here only for train.threads, train.device. Start a new run to change the others\n"
+    )
     assert cli.main(["train", "--resume", str(folder), "--preset", "smoke"]) == 2
+    assert capsys.readouterr().err == "pnn-ssl: error: --resume continues a run with its saved config; drop --preset\n"
 
 
 def test_robustness_keeps_earlier_results(tmp_path, capsys):
@@ -190,6 +195,16 @@ def test_robustness_keeps_earlier_results(tmp_path, capsys):
     assert cli.main(["robustness", str(folder), "--out", str(out)]) == 2
     assert "already contains robustness results" in capsys.readouterr().err
     assert (out / "robustness.csv").read_text() == "model\n"
+
+
+def test_reproduce_rejects_run_folder_as_output(tmp_path, capsys):
+    folder = tmp_path / "run"
+    folder.mkdir()
+    (folder / "config.yaml").write_text("name: x\n")
+    for plan in ([], ["--plan"]):
+        assert cli.main(["reproduce", "--budget", "smoke", "--out", str(folder), *plan]) == 2
+        assert capsys.readouterr().err == f"pnn-ssl: error: --out {folder} is a run folder; give a new folder for the reproduction\n"
+    assert sorted(path.name for path in folder.iterdir()) == ["config.yaml"]
 
 
 def test_reproduce_rejects_file_as_output(tmp_path, capsys):

@@ -78,7 +78,7 @@ def test_written_files_follow_umask(tmp_path):
 
 def test_training_lock_rejects_second_holder(tmp_path):
     with runs.training_lock(tmp_path):
-        with pytest.raises(runs.RunFolderError, match=rf"^run folder {tmp_path} is being trained by another process"):
+        with pytest.raises(runs.RunFolderError, match=rf"^run folder {tmp_path} is in use by another process \(training or probing\)"):
             with runs.training_lock(tmp_path):
                 pass
     with runs.training_lock(tmp_path):  # released when the first holder leaves

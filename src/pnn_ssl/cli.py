@@ -47,10 +47,14 @@ def command_train(args: argparse.Namespace) -> int:
         folder = Path(args.resume)
         if not folder.is_dir():
             raise runs.RunFolderError(f"run folder {folder} not found")
-        if args.preset or any(_setting(text) not in config_module.RUNTIME_FIELDS for text in args.overrides):
+        if args.preset:
+            raise config_module.ConfigError("--resume continues a run with its saved config; drop --preset")
+        unchangeable = [_setting(text) for text in args.overrides if _setting(text) not in config_module.RUNTIME_FIELDS]
+        if unchangeable:
             raise config_module.ConfigError(
-                "--resume continues a run with its saved config; drop --preset, and use --set only for "
-                f"{', '.join(config_module.RUNTIME_FIELDS)}"
+                f"--resume continues a run with its saved config, so --set {', '.join(unchangeable)} cannot change; "
+                f"--set works here only for {', '.join(config_module.RUNTIME_FIELDS)}. "
+                "Start a new run to change the others"
             )
         config = runs.read_config(folder)
         results = runs.read_json(folder / "results.json")
@@ -142,6 +146,8 @@ def command_reproduce(args: argparse.Namespace) -> int:
     out = Path(args.out or f"reproduction-{args.budget}-{args.settings}-{args.dataset}")
     if out.exists() and not out.is_dir():
         raise runs.RunFolderError(f"--out {out} is a file, not a folder; give a folder path")
+    if (out / "config.yaml").exists():
+        raise runs.RunFolderError(f"--out {out} is a run folder; give a new folder for the reproduction")
     if args.plan:
         from pnn_ssl.reproduction.runner import describe_plan
 

@@ -338,7 +338,7 @@ def validate(config: ExperimentConfig) -> None:
 
     low, high = config.augment.scale
     if not 0 < low <= high:
-        raise ConfigError(f"invalid augment.scale={config.augment.scale!r}; expected 0 < min <= max")
+        raise ConfigError(f"invalid augment.scale={list(config.augment.scale)}; expected 0 < min <= max")
     if not 0.0 <= config.augment.solarize_threshold <= 1.0:
         raise ConfigError(
             f"invalid augment.solarize_threshold={config.augment.solarize_threshold!r}; it must lie in [0, 1]"
@@ -346,10 +346,10 @@ def validate(config: ExperimentConfig) -> None:
     if not 0 <= config.augment.hue <= 0.5:
         raise ConfigError(f"invalid augment.hue={config.augment.hue!r}; it must lie in [0, 0.5]")
     if not config.model.widths or min(config.model.widths) <= 0:
-        raise ConfigError(f"invalid model.widths={config.model.widths!r}; expected positive layer widths")
+        raise ConfigError(f"invalid model.widths={list(config.model.widths)}; expected positive layer widths")
     if not config.model.projector_widths or min(config.model.projector_widths) <= 0:
         raise ConfigError(
-            f"invalid model.projector_widths={config.model.projector_widths!r}; expected positive widths"
+            f"invalid model.projector_widths={list(config.model.projector_widths)}; expected positive widths"
         )
     check_device_name("train.device", config.train.device)
     if config.loss.bt_off_diagonal_power not in (2, 4):
@@ -509,8 +509,12 @@ def _coerce(key: str, value: Any, annotation: Any) -> Any:
 
 
 def _unknown_key_error(key: str, valid: list[str]) -> ConfigError:
-    close = difflib.get_close_matches(key.split(".")[-1], valid, n=1)
-    hint = f"; did you mean {close[0]!r}?" if close else "."
+    section, _, name = key.rpartition(".")
+    close = difflib.get_close_matches(name, valid, n=1)
+    hint = "."
+    if close:
+        suggestion = f"{section}.{close[0]}" if section else close[0]
+        hint = f"; did you mean {suggestion!r}?"
     return ConfigError(f"unknown config key {key!r}{hint} Valid keys here: {', '.join(valid)}")
 
 

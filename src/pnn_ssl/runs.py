@@ -95,10 +95,30 @@ def training_lock(
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise RunFolderError(f"run folder {folder} is being trained by another process; {advice}") from None
+            raise RunFolderError(f"run folder {folder} is in use by another process (training or probing); {advice}") from None
         yield
     finally:
         os.close(handle)
+
+
+def training_lock_held(folder: Path) -> bool | None:
+    """Return whether a process holds `folder`'s training lock, or None where fcntl is missing (Windows).
+
+    NOTE: the check holds a shared lock for an instant, so a trainer that starts in that instant is
+    rejected as if the folder were busy.
+    """
+    try:
+        import fcntl
+    except ImportError:
+        return None
+    handle = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(handle)  # closing the descriptor releases a lock taken here
+    return False
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:

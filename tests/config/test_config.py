@@ -69,8 +69,13 @@ def test_checkpoint_interval_must_be_positive():
 
 
 def test_unknown_key_is_rejected_with_suggestion():
-    with pytest.raises(ConfigError, match=r"unknown config key 'train.epoch'; did you mean 'epochs'"):
+    with pytest.raises(ConfigError, match=r"unknown config key 'train.epoch'; did you mean 'train.epochs'"):
         config_module.resolve([], ["train.epoch=3"])
+
+
+def test_nonpositive_widths_shown_as_list():
+    with pytest.raises(ConfigError, match=r"^invalid model.widths=\[0\]; expected positive layer widths$"):
+        config_module.resolve([], ["model.widths=[0]"])
 
 
 def test_unknown_section_is_rejected():

@@ -89,10 +89,25 @@ def test_changed_config_of_finished_run_is_rejected(tmp_path, tiny_data):
     changed = Request(budget="smoke", only=("supervised",), overrides=(*tiny_data, "train.lr=0.5"))
     with pytest.raises(ConfigError, match=r"train.lr: 0.0001 there, 0.5 planned"):
         reproduce(changed, out, log=lambda line: None)
-    assert describe_plan(changed, out)[0] == (
+    state, command = describe_plan(changed, out)
+    assert state == (
         "supervised-seed0  (completed; trained with another config (train.lr: 0.0001 there, 0.5 planned), "
         "so reproduce rejects it)"
     )
+    (run,) = planned_runs(changed)
+    assert command == f"    move {out / 'runs' / 'supervised-seed0'} away, then: {run.train_command(out)}"
+
+
+def test_plan_of_run_without_checkpoint(tmp_path, tiny_data):
+    out = tmp_path / "out"
+    folder = out / "runs" / "supervised-seed0"
+    (folder / "checkpoints").mkdir(parents=True)
+    runs.update_results(folder, status="interrupted")
+    request = Request(budget="smoke", only=("supervised",), overrides=tiny_data)
+    state, command = describe_plan(request, out)
+    assert state == ("supervised-seed0  (interrupted; stopped before its first checkpoint, so reproduce moves it "
+                     "aside and starts again)")
+    assert command.startswith(f"    move {folder} away, then: pnn-ssl train --preset supervised ")
 
 
 def test_reuse_of_run_trained_elsewhere(tmp_path, tiny_data):
@@ -108,13 +123,16 @@ def test_reuse_of_run_trained_elsewhere(tmp_path, tiny_data):
     assert "reproduce  supervised-seed0: completed earlier, reused" in lines
 
 
+@pytest.mark.parametrize("budget", plan_module.BUDGETS)
 @pytest.mark.parametrize("settings", plan_module.SETTINGS)
-def test_train_command_resolves_planned_config(tmp_path, settings):
+def test_train_command_resolves_planned_config(tmp_path, settings, budget):
     _, experiments = plan_module.read_plan()
-    planned = plan_module.plan_runs(list(experiments.values()), budget="paper", settings=settings, seeds=2)
+    planned = plan_module.plan_runs(list(experiments.values()), budget=budget, settings=settings, seeds=2)
     for run in planned:
         words = shlex.split(run.train_command(tmp_path / "out"))
         assert words[:2] == ["pnn-ssl", "train"]
+        keys = [words[index + 1].split("=", 1)[0] for index, word in enumerate(words) if word == "--set"]
+        assert len(keys) == len(set(keys)), keys
         args = cli.build_parser().parse_args(words[1:])
         assert args.run_dir == str(tmp_path / "out" / "runs" / run.name)
         assert cli._resolve(args) == dataclasses.replace(run.config, name=cli._resolve(args).name)

@@ -126,7 +126,7 @@ def test_resume_of_run_in_training_is_rejected(run, capsys):
         assert cli.main(["train", "--resume", str(run)]) == 2
 
     error = capsys.readouterr().err
-    assert error.startswith(f"pnn-ssl: error: run folder {run} is being trained by another process")
+    assert error.startswith(f"pnn-ssl: error: run folder {run} is in use by another process (training or probing)")
     assert (run / "results.json").read_text() == results
     assert (run / "metrics.csv").read_text() == metrics
 
@@ -139,7 +139,7 @@ def test_probe_of_run_in_training_is_rejected(run, capsys):
         assert cli.main(["probe", str(run)]) == 2
 
     error = capsys.readouterr().err
-    assert error == (f"pnn-ssl: error: run folder {run} is being trained by another process; let it finish, "
+    assert error == (f"pnn-ssl: error: run folder {run} is in use by another process (training or probing); let it finish, "
                      f"or probe a copy of the folder (cp -r {run} COPY, then pnn-ssl probe COPY)\n")
     assert (run / "results.json").read_text() == results
 

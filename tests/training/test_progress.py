@@ -53,8 +53,18 @@ def test_describe_running_end_to_end(tmp_path):
     seconds = [100.0, 50.0] + [5.0] * 10  # the slow first epochs leave the mean of the last 10
     folder = _run_folder(tmp_path / "run", ["paper"], ["train.epochs=100"], seconds, status="running", epochs_completed=10)
 
+    with runs.training_lock(folder):  # simulates the trainer's process
+        assert describe_run(folder, now=time.time()) == (
+            f"{folder}: running, epoch 12 of 100 (checkpoint at epoch 10), 5.0 s per epoch, 7m20s left"  # 88 x 5 s
+        )
+
+
+def test_describe_running_without_trainer(tmp_path):
+    folder = _run_folder(tmp_path / "run", ["paper"], ["train.epochs=100"], [5.0] * 4, status="running", epochs_completed=0)
+
     assert describe_run(folder, now=time.time()) == (
-        f"{folder}: running, epoch 12 of 100 (checkpoint at epoch 10), 5.0 s per epoch, 7m20s left"  # 88 x 5 s
+        f"{folder}: running, epoch 4 of 100 (checkpoint at epoch 0), 5.0 s per epoch, 8m00s left, "
+        f"but no process is training it; continue with: pnn-ssl train --resume {folder}"
     )
 
 
@@ -62,21 +72,23 @@ def test_describe_running_layerwise_stage(tmp_path):
     seconds = [9.0] * 10 + [2.0] * 3  # stage 2 of 4 is in its third epoch, and stage 1's times are not mixed in
     folder = _run_folder(tmp_path / "run", ["layerwise-mlp"], ["train.epochs=10"], seconds, status="running", epochs_completed=12)
 
-    assert describe_run(folder, now=time.time()) == (
-        f"{folder}: running, stage 2 of 4, epoch 3 of 10 in the stage (checkpoint at epoch 12), "
-        f"2.0 s per epoch, 14s left in the stage, 2 more stages after it"
-    )
+    with runs.training_lock(folder):  # simulates the trainer's process
+        assert describe_run(folder, now=time.time()) == (
+            f"{folder}: running, stage 2 of 4, epoch 3 of 10 in the stage (checkpoint at epoch 12), "
+            f"2.0 s per epoch, 14s left in the stage, 2 more stages after it"
+        )
 
 
 def test_describe_stalled_run(tmp_path):
     folder = _run_folder(tmp_path / "run", ["paper"], ["train.epochs=100"], [5.0] * 4, status="running", epochs_completed=0)
     now = time.time() + 3 * 3600
 
-    assert describe_run(folder, now=now).endswith(
-        f"5.0 s per epoch, 8m00s left, nothing written for 3h00m, so the process has probably stopped; "
-        f"continue with: pnn-ssl train --resume {folder}"
-    )
-    assert "probably stopped" not in describe_run(folder, now=time.time() + STALLED_AFTER_SECONDS - 60)
+    with runs.training_lock(folder):  # simulates a trainer's process that hangs
+        assert describe_run(folder, now=now).endswith(
+            f"5.0 s per epoch, 8m00s left, nothing written for 3h00m, so the process has probably stopped; "
+            f"continue with: pnn-ssl train --resume {folder}"
+        )
+        assert "probably stopped" not in describe_run(folder, now=time.time() + STALLED_AFTER_SECONDS - 60)
 
 
 def test_describe_completed_and_interrupted(tmp_path):
@@ -108,7 +120,8 @@ def test_find_run_folders_inside_parent(tmp_path):
 def test_status_command_lists_every_folder(tmp_path, capsys):
     folder = _run_folder(tmp_path / "runs" / "a", ["paper"], ["train.epochs=4"], [1.0], status="running", epochs_completed=0)
 
-    assert cli.main(["status", str(tmp_path / "missing"), str(tmp_path / "runs")]) == 2
+    with runs.training_lock(folder):  # simulates the trainer's process
+        assert cli.main(["status", str(tmp_path / "missing"), str(tmp_path / "runs")]) == 2
 
     captured = capsys.readouterr()
     assert captured.out == f"{folder}: running, epoch 1 of 4 (checkpoint at epoch 0), 1.0 s per epoch, 3s left\n"

@@ -408,7 +408,10 @@ def _read_idx_header(stream: BinaryIO, path: Path, digest) -> tuple[np.dtype, tu
             f"code and the number of dimensions, so this is not an IDX file"
         )
     if magic[2] not in _IDX_DTYPES:
-        raise DataError(f"{path}: unknown IDX dtype code 0x{magic[2]:02x} in the magic number")
+        raise DataError(
+            f"{path}: unknown IDX dtype code 0x{magic[2]:02x} in the magic number, so the file is damaged; "
+            f"delete it and download or copy it again"
+        )
     sizes = _read_exactly(stream, 4 * magic[3])
     if len(sizes) < 4 * magic[3]:
         raise DataError(f"{path}: truncated IDX header; delete it and download or copy it again")

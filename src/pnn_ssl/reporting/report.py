@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Callable
 from pnn_ssl import __version__, runs
 from pnn_ssl.reporting.figures import mean_std, plot_runs, read_depth_errors
 from pnn_ssl.reporting.report_robustness import robustness_section
+from pnn_ssl.training.progress import format_duration
 
 if TYPE_CHECKING:
     from pnn_ssl.reproduction.plan import PlannedRun
@@ -124,8 +125,8 @@ def _header(out: Path, planned: list[PlannedRun], finished: dict[str, Path]) -> 
         f"the first run was trained at git {environment.get('git_revision') or 'unknown'} with torch "
         f"{environment.get('torch', 'unknown')}.",
         f"- Machine: {machine}, {environment.get('cpu_count', '?')} CPU cores, device {environment.get('device', '?')}.",
-        f"- Runs finished: {len(finished)} of {len(planned)}; training time {seconds / 60:.1f} min in all"
-        f" (probes not included); wall time of the reproduction so far, all invocations, before this report: {state.get('wall_seconds', 0.0) / 60:.1f} min.",
+        f"- Runs finished: {len(finished)} of {len(planned)}; training time {format_duration(seconds)} in all"
+        f" (probes not included); wall time of the reproduction so far, all invocations, before this report: {format_duration(state.get('wall_seconds', 0.0))}.",
         f"- Extra overrides: {', '.join(state.get('overrides', [])) or 'none'}.",
     ]
     if state.get("budget") == "smoke":
@@ -155,7 +156,7 @@ def _accuracy_table(experiments: dict, by_experiment: dict[str, list[Path]], pla
         seconds = sum(runs.read_json(folder / "results.json").get("train_seconds", 0.0) for folder in folders)
         lines.append(
             f"| {experiment.title} | {experiment.role} | {_paper_text(paper)} | {adam or 'not run'} | "
-            f"{lbfgs or '–'} | {difference} | {seconds / 60:.1f} min |"
+            f"{lbfgs or '–'} | {difference} | {format_duration(seconds)} |"
         )
     return "\n".join(lines)
 
@@ -208,7 +209,7 @@ def _claim_verdicts(by_experiment: dict[str, list[Path]]) -> list[str]:
         holds = accuracies["vicreg-mlp"].mean > best
         lines.append(
             f"- Claim \"SSL gives the lowest test error of the three figure-1 models\": "
-            f"{'holds' if holds else 'does not hold'} (SSL {accuracies['vicreg-mlp'].mean:.2f} %, best supervised {best:.2f} %)."
+            f"{'holds' if holds else 'does not hold'} (last-layer probe accuracy: SSL {accuracies['vicreg-mlp'].mean:.2f} %, best supervised {best:.2f} %)."
         )
     if accuracies["vicreg-mlp"] and accuracies["layerwise-mlp"]:
         difference = accuracies["layerwise-mlp"].mean - accuracies["vicreg-mlp"].mean
@@ -285,6 +286,6 @@ def _runs_table(planned: list[PlannedRun], folders: dict[str, Path], out: Path) 
         seconds = results.get("train_seconds", 0.0)
         lines.append(
             f"| {run.name} | {results.get('status', 'not started')} | {results.get('epochs_completed', 0)} | "
-            f"{seconds / 60:.1f} min | {folder.relative_to(out)} |"
+            f"{format_duration(seconds)} | {folder.relative_to(out)} |"
         )
     return "\n".join(lines)

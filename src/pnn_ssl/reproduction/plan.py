@@ -56,7 +56,7 @@ class PlannedRun:
         words = ["pnn-ssl", "train"]
         for preset in self.presets:
             words += ["--preset", preset]
-        for text in self.overrides:
+        for text in _last_per_key(self.overrides):
             words += ["--set", text]
         words += ["--run-dir", str(out / "runs" / self.name)]
         return shlex.join(words)
@@ -64,6 +64,12 @@ class PlannedRun:
     @property
     def name(self) -> str:
         return f"{self.experiment.key}-seed{self.seed}"
+
+
+def _last_per_key(overrides: tuple[str, ...]) -> list[str]:
+    """Drop each override that a later one of the same key replaces, keeping the order of the rest."""
+    keys = [text.split("=", 1)[0].strip() for text in overrides]
+    return [text for index, text in enumerate(overrides) if keys[index] not in keys[index + 1 :]]
 
 
 def _read_yaml() -> dict[str, Any]:

@@ -58,7 +58,7 @@ def reproduce(request: Request, out: Path, *, log: Callable[[str], None] = print
     invocation_started = time.perf_counter()
     wall_before = state.get("wall_seconds", 0.0)
     log(f"reproduce  {out}  budget {request.budget}, {request.settings} settings, {request.dataset}, "
-        f"{request.seeds} seed(s): {len(planned)} runs")
+        f"{request.seeds} seed(s): {len(planned)} run{'' if len(planned) == 1 else 's'}")
 
     try:
         for index, run in enumerate(planned, start=1):
@@ -117,19 +117,34 @@ def describe_plan(request: Request, out: Path) -> list[str]:
     _read_state(out, request)
     lines = []
     for run in planned_runs(request):
-        folder = out / "runs" / run.name
-        results = runs.read_json(folder / "results.json")
-        state = results.get("status", "not started")
-        if state != "completed" and "epochs_completed" in results:
-            state += f", checkpoint of epoch {results['epochs_completed']}"
-        differences = _config_differences(run, folder) if (folder / "config.yaml").exists() else []
-        if differences:
-            state += f"; trained with another config ({', '.join(differences)}), so reproduce rejects it"
-        command = run.train_command(out)
-        if state != "completed" and (folder / "checkpoints" / "last.pt").exists() and not differences:
-            command = shlex.join(["pnn-ssl", "train", "--resume", str(folder)])
+        state, command = _describe_run_folder(run, out)
         lines += [f"{run.name}  ({state})", f"    {command}"]
     return lines
+
+
+def _describe_run_folder(run: PlannedRun, out: Path) -> tuple[str, str]:
+    """Return the state of the run's folder in `out` and the command that brings it to completion."""
+    folder = out / "runs" / run.name
+    if not folder.exists() or not any(folder.iterdir()):
+        return "not started", run.train_command(out)
+
+    results = runs.read_json(folder / "results.json")
+    state = results.get("status", "unknown")
+    has_checkpoint = (folder / "checkpoints" / "last.pt").exists()
+    if state != "completed" and has_checkpoint and "epochs_completed" in results:
+        state += f", checkpoint of epoch {results['epochs_completed']}"
+
+    differences = _config_differences(run, folder) if (folder / "config.yaml").exists() else []
+    if differences:
+        state += f"; trained with another config ({', '.join(differences)}), so reproduce rejects it"
+    elif state == "completed":
+        return state, run.train_command(out)
+    elif has_checkpoint:
+        return state, shlex.join(["pnn-ssl", "train", "--resume", str(folder)])
+    else:
+        state += "; stopped before its first checkpoint, so reproduce moves it aside and starts again"
+    # The train command needs an empty --run-dir.
+    return state, f"move {folder} away, then: {run.train_command(out)}"
 
 
 def _train_or_reuse(run: PlannedRun, folder: Path, log: Callable[[str], None]) -> str:
@@ -206,12 +221,15 @@ def _check_unchanged(run: PlannedRun, folder: Path) -> None:
         )
 
 
-def _config_differences(run: PlannedRun, folder: Path, limit: int = 5) -> list[str]:
-    """Describe up to `limit` config fields in which the run folder differs from the plan."""
+def _config_differences(run: PlannedRun, folder: Path, limit: int = 8) -> list[str]:
+    """Describe the config fields in which the run folder differs from the plan, the first `limit` in full."""
     stored = _comparable(config_module.to_dict(runs.read_config(folder)))
     planned = _comparable(config_module.to_dict(run.config))
     differing = sorted(key for key in stored.keys() | planned.keys() if stored.get(key) != planned.get(key))
-    return [f"{key}: {stored.get(key)!r} there, {planned.get(key)!r} planned" for key in differing[:limit]]
+    described = [f"{key}: {stored.get(key)!r} there, {planned.get(key)!r} planned" for key in differing[:limit]]
+    if len(differing) > limit:
+        described.append(f"and {len(differing) - limit} more: {', '.join(differing[limit:])}")
+    return described
 
 
 def _comparable(values: dict, prefix: str = "") -> dict:

@@ -46,8 +46,8 @@ def load_data(config: ExperimentConfig, device: torch.device) -> ImageDataset:
     if folder_names and not any(name in dataset.source for name in folder_names):
         # An explicit folder without the files is a mistake, not a request for another source.
         raise DataError(
-            f"no {data.dataset} files found in data.data_dir={data.data_dir!r} (loaded from {dataset.source} instead); "
-            f"put the standard files there, or drop data.data_dir to use the offline packages"
+            f"no {data.dataset} files found in data.data_dir={data.data_dir!r}, though {dataset.source} has them; "
+            f"put the standard files in that folder, or drop data.data_dir to use the offline packages"
         )
     changes = {}
     if data.train_limit:

@@ -49,9 +49,9 @@ def format_duration(seconds: float) -> str:
 def describe_run(folder: Path, *, now: float | None = None) -> str:
     """Summarise a run folder's progress in one line: status, epoch, speed, time left and last probe.
 
-    Reads config.yaml, results.json and metrics.csv only, so it is safe while the run trains. A run
-    whose status is 'running' but whose files have not changed for a long time is reported as
-    probably stopped, because a killed process cannot update its status.
+    Reads config.yaml, results.json and metrics.csv only, so it is safe while the run trains. A killed
+    process cannot update its status, so a 'running' run is reported as stopped when no process
+    holds its training lock, and as probably stopped when its files have not changed for a long time.
     """
     config = runs.read_config(folder)
     results = runs.read_json(folder / "results.json")
@@ -127,9 +127,13 @@ def _last_probe(results: dict) -> str:
 
 
 def _stalled(folder: Path, status: str, recent: list[float], now: float) -> str:
-    """Return a note when a 'running' run has written nothing for 10 epoch times (at least 10 minutes)."""
+    """Return a note when a 'running' run has no trainer or has written nothing for 10 epoch times (at least 10 minutes)."""
+    if status != "running":
+        return ""
+    if runs.training_lock_held(folder) is False:  # a trainer holds the lock until its process ends, even on SIGKILL
+        return f"but no process is training it; continue with: pnn-ssl train --resume {folder}"
     written = [path.stat().st_mtime for path in (folder / name for name in PROGRESS_FILES) if path.exists()]
-    if status != "running" or not written:
+    if not written:
         return ""
     quiet = now - max(written)
     limit = max(STALLED_AFTER_SECONDS, 10 * (sum(recent) / len(recent) if recent else 0.0))
