@@ -240,7 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--budget",
         choices=("smoke", "quick", "paper"),
         default="quick",
-        help="smoke: about a minute, checks that all runs; quick: under an hour on a 2-core CPU; paper: the published epochs",
+        help="smoke: about a minute, checks that all runs; quick: under an hour on a 2-core CPU; paper: each preset's full epochs",
     )
     reproduce.add_argument("--dataset", choices=("mnist", "fashion-mnist"), default="mnist", help="dataset of the MNIST models")
     reproduce.add_argument(
