@@ -581,7 +581,11 @@ def read_preset(name: str) -> dict[str, Any]:
     base = values.pop("base", None)
     if base is None:
         return values
-    return merge(read_preset(base), values)
+    try:
+        inherited = read_preset(base)
+    except ConfigError as error:
+        raise ConfigError(f"invalid base: {base!r} in preset {name!r}: {error}") from error
+    return merge(inherited, values)
 
 
 def merge(low: dict[str, Any], high: dict[str, Any]) -> dict[str, Any]:

@@ -118,6 +118,13 @@ def test_preset_file_path_is_accepted(tmp_path):
     assert (config.name, config.train.epochs, config.loss.objective) == ("mine", 3, "cross-entropy")
 
 
+def test_unknown_base_names_preset_file(tmp_path):
+    path = tmp_path / "mine.yaml"
+    path.write_text("base: nosuch\n")
+    with pytest.raises(ConfigError, match=rf"^invalid base: 'nosuch' in preset '{path}': unknown preset 'nosuch'; available presets: "):
+        config_module.resolve([str(path)])
+
+
 def test_exponent_without_dot_is_a_number():
     assert config_module.resolve([], ["train.lr=5e-4"]).train.lr == 5e-4
 
