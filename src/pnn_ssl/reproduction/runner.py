@@ -257,8 +257,13 @@ def _open_state(out: Path, request: Request) -> dict:
     state = _read_state(out, request)
     if state is None:
         out.mkdir(parents=True, exist_ok=True)
-        state = {"budget": request.budget, "settings": request.settings, "dataset": request.dataset, "runs": {}}
+        state = {**_identity(request), "runs": {}}
     return state
+
+
+def _identity(request: Request) -> dict[str, str]:
+    """Return the fields that one reproduction folder keeps fixed: budget, settings and dataset."""
+    return {"budget": request.budget, "settings": request.settings, "dataset": request.dataset}
 
 
 def _read_state(out: Path, request: Request) -> dict | None:
@@ -267,12 +272,12 @@ def _read_state(out: Path, request: Request) -> dict | None:
     if not path.exists():
         return None
     state = runs.read_json(path)
-    requested = {"budget": request.budget, "settings": request.settings, "dataset": request.dataset}
+    requested = _identity(request)
     differing = [key for key, value in requested.items() if state.get(key) != value]
     if differing:
         found = ", ".join(f"{key} {state.get(key)}" for key in differing)
-        wanted = ", ".join(f"{key} {requested[key]}" for key in differing)
-        raise ConfigError(f"{out} contains a reproduction with {found}, not {wanted}; give another --out folder")
+        expected = ", ".join(f"{key} {requested[key]}" for key in differing)
+        raise ConfigError(f"{out} contains a reproduction with {found}, not {expected}; give another --out folder")
     return state
 
 

@@ -23,7 +23,7 @@ def train_run(config: ExperimentConfig, folder: Path, *, resume: bool = False, l
         try:
             return train(config, folder, resume=resume, log=log)
         except Exception as error:
-            # Without this, a run stopped by an unexpected error would still say "running" in results.json.
+            # Without this, results.json would keep the status "running" after an unexpected error.
             if runs.read_json(folder / "results.json").get("status") == "running":
                 runs.update_results(folder, status="failed", error=f"{type(error).__name__}: {error}")
             raise
